@@ -1,0 +1,2 @@
+//! The reference PEC provider (gestore): access point, reception point, delivery point, timers,
+//! store, mailbox access and log. Modules are named after the concepts of RFC 6109 §2.2.
