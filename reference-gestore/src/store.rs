@@ -1,0 +1,934 @@
+//! The durable store of a gestore. One idea carries durability: **every obligation is a row**.
+//! When a point of the provider accepts a message it commits, in one [`Batch`], the message and all
+//! the work it now owes (receipts to deliver, envelopes to send, timers to arm, log records); only
+//! then does SMTP answer 250. Workers take due rows, do them idempotently and mark them done, so a
+//! crash at any point leaves work to redo and nothing lost.
+//!
+//! The [`Store`] trait is the one interface; [`SqliteStore`] (sqlx, embedded) is the default and a
+//! PostgreSQL backend can implement the same trait. Times are stored as UTC milliseconds.
+
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+
+/// A store error: says which operation failed and why.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("store: {op}: {source}")]
+    Db {
+        /// The operation.
+        op: &'static str,
+        /// The cause.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A row holds data the program cannot read back.
+    #[error("store: corrupt row: {0}")]
+    Corrupt(String),
+}
+
+fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Db { op, source }
+}
+
+/// One operation of a [`Batch`].
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Store a message in a mailbox folder (delivery point, RFC 6109 §3.3: stored unmodified).
+    Deliver {
+        /// The mailbox (the holder's address).
+        mailbox: String,
+        /// The folder, `INBOX` unless said otherwise.
+        folder: String,
+        /// The whole message.
+        raw: Vec<u8>,
+        /// The PEC kind id (`pec_formats::kind::Kind::id`) or `ordinary`.
+        kind: String,
+        /// Its Message-ID, if any.
+        message_id: Option<String>,
+    },
+    /// Record a certified transaction at the sender's provider (access point).
+    Transaction {
+        /// The identificativo (PEC msgid).
+        identificativo: String,
+        /// The sender (reverse-path).
+        sender: String,
+        /// The client's Message-ID.
+        client_msgid: Option<String>,
+        /// The original subject.
+        subject: String,
+        /// The receipt type asked for.
+        tipo_ricevuta: String,
+        /// Each recipient: address, `certificato`/`esterno`.
+        recipients: Vec<(String, String)>,
+    },
+    /// Set a recipient's state in a transaction (e.g. `presa-in-carico`, `consegnato`, `errore`).
+    RecipientState {
+        /// The transaction.
+        identificativo: String,
+        /// The recipient.
+        address: String,
+        /// The new state.
+        state: String,
+    },
+    /// Queue a message for sending (or local hand-over). `key` makes it idempotent: a second
+    /// enqueue with the same key is ignored, so no receipt is ever queued twice.
+    Enqueue {
+        /// Idempotency key, e.g. `consegna:<identificativo>:<recipient>`.
+        key: String,
+        /// SMTP reverse-path.
+        mail_from: String,
+        /// SMTP forward-paths.
+        rcpts: Vec<String>,
+        /// The message.
+        raw: Vec<u8>,
+    },
+    /// Arm a timer (RFC 6109 §3.1.6). Idempotent on (identificativo, address, phase).
+    ArmTimer {
+        /// The transaction.
+        identificativo: String,
+        /// The certified recipient.
+        address: String,
+        /// `12h` or `24h`.
+        phase: String,
+        /// When it fires.
+        due: DateTime<Utc>,
+    },
+    /// Cancel timers of a recipient (all phases listed).
+    CancelTimers {
+        /// The transaction.
+        identificativo: String,
+        /// The recipient.
+        address: String,
+        /// The phases to cancel.
+        phases: Vec<String>,
+    },
+    /// Mark a timer fired (with the notice it produced enqueued in the same batch).
+    TimerFired {
+        /// The transaction.
+        identificativo: String,
+        /// The recipient.
+        address: String,
+        /// The phase.
+        phase: String,
+    },
+    /// Remember an inbound Message-ID; the batch fails with [`CommitOutcome::Duplicate`] if it was
+    /// seen before, which makes re-sent messages (after a sender's crash) harmless.
+    Seen {
+        /// The Message-ID.
+        message_id: String,
+    },
+    /// Keep an infected message (RFC 6109 §2.2.4; 30 months, DPR 68/2005 art. 12).
+    Virus {
+        /// Where it was found: `access-point` or `reception-point`.
+        point: String,
+        /// The virus name.
+        virus: String,
+        /// The identificativo, if the message had one.
+        identificativo: Option<String>,
+        /// The message.
+        raw: Vec<u8>,
+    },
+    /// A log record (RFC 6109 §2.3; digest §11).
+    Log(LogRecord),
+}
+
+/// A record of the message log (registro): every field of RFC 6109 §2.3.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Event type: `accettazione`, `non-accettazione`, `ricezione`, `presa-in-carico`,
+    /// `consegna`, `mancata-consegna`, `anomalia`, `virus`, `preavviso-12h`, `mancata-consegna-24h`, …
+    pub event: String,
+    /// The message id the event concerns (identificativo, or Message-ID for non-PEC mail).
+    pub msgid: String,
+    /// The sender of the original.
+    pub sender: String,
+    /// The recipients of the original.
+    pub recipients: Vec<String>,
+    /// The subject of the original.
+    pub subject: String,
+    /// Ids of related generated messages.
+    pub related: Vec<String>,
+    /// The sending provider.
+    pub provider: String,
+}
+
+/// All the work of one event, committed atomically.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// The time value of the transaction (one per transaction, RFC 6109 §4.1).
+    pub at: DateTime<Utc>,
+    /// The operations, applied in order.
+    pub ops: Vec<Op>,
+}
+
+impl Batch {
+    /// An empty batch at `at`.
+    pub fn new(at: DateTime<Utc>) -> Batch {
+        Batch {
+            at,
+            ops: Vec::new(),
+        }
+    }
+    /// Adds an operation.
+    pub fn push(&mut self, op: Op) -> &mut Batch {
+        self.ops.push(op);
+        self
+    }
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Everything was written.
+    Committed,
+    /// A [`Op::Seen`] Message-ID had been seen before: nothing was written.
+    Duplicate,
+}
+
+/// A queued message due for sending.
+#[derive(Debug, Clone)]
+pub struct OutboxItem {
+    /// Row id.
+    pub id: i64,
+    /// Idempotency key.
+    pub key: String,
+    /// SMTP reverse-path.
+    pub mail_from: String,
+    /// SMTP forward-paths.
+    pub rcpts: Vec<String>,
+    /// The message.
+    pub raw: Vec<u8>,
+    /// Attempts made so far.
+    pub attempts: i64,
+}
+
+/// A timer due to fire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueTimer {
+    /// The transaction.
+    pub identificativo: String,
+    /// The recipient.
+    pub address: String,
+    /// `12h` or `24h`.
+    pub phase: String,
+    /// When it was due.
+    pub due: DateTime<Utc>,
+}
+
+/// A message in a mailbox.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    /// The per-folder UID.
+    pub uid: i64,
+    /// The PEC kind id or `ordinary`.
+    pub kind: String,
+    /// Its Message-ID.
+    pub message_id: Option<String>,
+    /// When it was stored.
+    pub internal_date: DateTime<Utc>,
+    /// The whole message.
+    pub raw: Vec<u8>,
+}
+
+/// A recipient's row of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientRow {
+    /// The address.
+    pub address: String,
+    /// `certificato` or `esterno`.
+    pub tipo: String,
+    /// The state (`inviato`, `presa-in-carico`, `consegnato`, `errore`, `scaduto`).
+    pub state: String,
+}
+
+/// The one storage interface of a gestore.
+#[allow(async_fn_in_trait)]
+pub trait Store: Send + Sync {
+    /// Applies a batch atomically.
+    async fn commit(&self, batch: Batch) -> Result<CommitOutcome, StoreError>;
+    /// Queued messages due at `now`, oldest first, at most `limit`.
+    async fn due_outbox(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<OutboxItem>, StoreError>;
+    /// Marks a queued message sent, with the peer's final reply.
+    async fn outbox_done(&self, id: i64, reply: &str) -> Result<(), StoreError>;
+    /// Reschedules a queued message after a failed attempt; `give_up` marks it failed for good.
+    async fn outbox_retry(
+        &self,
+        id: i64,
+        next: DateTime<Utc>,
+        reply: &str,
+        give_up: bool,
+    ) -> Result<(), StoreError>;
+    /// The earliest pending outbox or timer time, to sleep until.
+    async fn next_wakeup(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// Armed timers due at `now`.
+    async fn due_timers(&self, now: DateTime<Utc>) -> Result<Vec<DueTimer>, StoreError>;
+    /// The recipients of a transaction.
+    async fn recipients(&self, identificativo: &str) -> Result<Vec<RecipientRow>, StoreError>;
+    /// The messages of a mailbox folder, in UID order.
+    async fn mailbox(&self, mailbox: &str, folder: &str) -> Result<Vec<StoredMessage>, StoreError>;
+    /// The total size of a mailbox, for the quota.
+    async fn mailbox_size(&self, mailbox: &str) -> Result<i64, StoreError>;
+    /// Every log record, in order.
+    async fn log(&self) -> Result<Vec<LogRecord>, StoreError>;
+}
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS mailbox_messages (
+        id INTEGER PRIMARY KEY,
+        mailbox TEXT NOT NULL COLLATE NOCASE,
+        folder TEXT NOT NULL,
+        uid INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        message_id TEXT,
+        raw BLOB NOT NULL,
+        size INTEGER NOT NULL,
+        internal_date INTEGER NOT NULL,
+        flags TEXT NOT NULL DEFAULT '',
+        UNIQUE (mailbox, folder, uid))",
+    "CREATE TABLE IF NOT EXISTS transactions (
+        identificativo TEXT PRIMARY KEY,
+        sender TEXT NOT NULL,
+        client_msgid TEXT,
+        subject TEXT NOT NULL,
+        tipo_ricevuta TEXT NOT NULL,
+        accepted_at INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS recipients (
+        identificativo TEXT NOT NULL,
+        address TEXT NOT NULL COLLATE NOCASE,
+        tipo TEXT NOT NULL,
+        state TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (identificativo, address))",
+    "CREATE TABLE IF NOT EXISTS outbox (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        mail_from TEXT NOT NULL,
+        rcpts TEXT NOT NULL,
+        raw BLOB NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt INTEGER NOT NULL,
+        last_reply TEXT,
+        created_at INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt)",
+    "CREATE TABLE IF NOT EXISTS timers (
+        identificativo TEXT NOT NULL,
+        address TEXT NOT NULL COLLATE NOCASE,
+        phase TEXT NOT NULL,
+        due INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (identificativo, address, phase))",
+    "CREATE INDEX IF NOT EXISTS timers_due ON timers (state, due)",
+    "CREATE TABLE IF NOT EXISTS seen (message_id TEXT PRIMARY KEY, at INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS virus_store (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        point TEXT NOT NULL,
+        virus TEXT NOT NULL,
+        identificativo TEXT,
+        raw BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS log (
+        seq INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        msgid TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        recipients TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        related TEXT NOT NULL,
+        provider TEXT NOT NULL)",
+];
+
+/// The embedded SQLite store (WAL, `synchronous=FULL`: a commit is on disk before SMTP says 250).
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> Result<DateTime<Utc>, StoreError> {
+    Utc.timestamp_millis_opt(v)
+        .single()
+        .ok_or_else(|| StoreError::Corrupt(format!("time {v}")))
+}
+
+fn json_list(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+fn parse_list(s: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("list {s:?}: {e}")))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path`.
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(30));
+        Self::with_options(opts).await
+    }
+
+    /// An in-memory database (tests of the store itself).
+    pub async fn memory() -> Result<SqliteStore, StoreError> {
+        let opts = SqliteConnectOptions::from_str("sqlite::memory:").map_err(db("open"))?;
+        Self::with_options(opts).await
+    }
+
+    async fn with_options(opts: SqliteConnectOptions) -> Result<SqliteStore, StoreError> {
+        // One writer connection: SQLite serialises writers anyway, and a single connection keeps an
+        // in-memory database one database.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await
+            .map_err(db("open"))?;
+        for stmt in SCHEMA {
+            sqlx::query(*stmt)
+                .execute(&pool)
+                .await
+                .map_err(db("schema"))?;
+        }
+        Ok(SqliteStore { pool })
+    }
+}
+
+impl Store for SqliteStore {
+    async fn commit(&self, batch: Batch) -> Result<CommitOutcome, StoreError> {
+        let at = ms(batch.at);
+        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        for op in batch.ops {
+            match op {
+                Op::Seen { message_id } => {
+                    let r =
+                        sqlx::query("INSERT OR IGNORE INTO seen (message_id, at) VALUES (?, ?)")
+                            .bind(&message_id)
+                            .bind(at)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db("seen"))?;
+                    if r.rows_affected() == 0 {
+                        tx.rollback().await.map_err(db("rollback"))?;
+                        return Ok(CommitOutcome::Duplicate);
+                    }
+                }
+                Op::Deliver {
+                    mailbox,
+                    folder,
+                    raw,
+                    kind,
+                    message_id,
+                } => {
+                    let next: i64 = sqlx::query(
+                        "SELECT COALESCE(MAX(uid), 0) + 1 FROM mailbox_messages
+                         WHERE mailbox = ? AND folder = ?",
+                    )
+                    .bind(&mailbox)
+                    .bind(&folder)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db("deliver"))?
+                    .get(0);
+                    sqlx::query(
+                        "INSERT INTO mailbox_messages
+                         (mailbox, folder, uid, kind, message_id, raw, size, internal_date)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(&mailbox)
+                    .bind(&folder)
+                    .bind(next)
+                    .bind(&kind)
+                    .bind(&message_id)
+                    .bind(&raw)
+                    .bind(raw.len() as i64)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("deliver"))?;
+                }
+                Op::Transaction {
+                    identificativo,
+                    sender,
+                    client_msgid,
+                    subject,
+                    tipo_ricevuta,
+                    recipients,
+                } => {
+                    sqlx::query(
+                        "INSERT INTO transactions
+                         (identificativo, sender, client_msgid, subject, tipo_ricevuta, accepted_at)
+                         VALUES (?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(&identificativo)
+                    .bind(&sender)
+                    .bind(&client_msgid)
+                    .bind(&subject)
+                    .bind(&tipo_ricevuta)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("transaction"))?;
+                    for (address, tipo) in recipients {
+                        sqlx::query(
+                            "INSERT OR IGNORE INTO recipients
+                             (identificativo, address, tipo, state, updated_at)
+                             VALUES (?, ?, ?, 'inviato', ?)",
+                        )
+                        .bind(&identificativo)
+                        .bind(&address)
+                        .bind(&tipo)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("recipient"))?;
+                    }
+                }
+                Op::RecipientState {
+                    identificativo,
+                    address,
+                    state,
+                } => {
+                    sqlx::query(
+                        "UPDATE recipients SET state = ?, updated_at = ?
+                         WHERE identificativo = ? AND address = ?",
+                    )
+                    .bind(&state)
+                    .bind(at)
+                    .bind(&identificativo)
+                    .bind(&address)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("recipient state"))?;
+                }
+                Op::Enqueue {
+                    key,
+                    mail_from,
+                    rcpts,
+                    raw,
+                } => {
+                    sqlx::query(
+                        "INSERT OR IGNORE INTO outbox
+                         (key, mail_from, rcpts, raw, state, next_attempt, created_at)
+                         VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                    )
+                    .bind(&key)
+                    .bind(&mail_from)
+                    .bind(json_list(&rcpts))
+                    .bind(&raw)
+                    .bind(at)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("enqueue"))?;
+                }
+                Op::ArmTimer {
+                    identificativo,
+                    address,
+                    phase,
+                    due,
+                } => {
+                    sqlx::query(
+                        "INSERT OR IGNORE INTO timers (identificativo, address, phase, due, state)
+                         VALUES (?, ?, ?, ?, 'armed')",
+                    )
+                    .bind(&identificativo)
+                    .bind(&address)
+                    .bind(&phase)
+                    .bind(ms(due))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("arm timer"))?;
+                }
+                Op::CancelTimers {
+                    identificativo,
+                    address,
+                    phases,
+                } => {
+                    for phase in phases {
+                        sqlx::query(
+                            "UPDATE timers SET state = 'cancelled'
+                             WHERE identificativo = ? AND address = ? AND phase = ? AND state = 'armed'",
+                        )
+                        .bind(&identificativo)
+                        .bind(&address)
+                        .bind(&phase)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("cancel timer"))?;
+                    }
+                }
+                Op::TimerFired {
+                    identificativo,
+                    address,
+                    phase,
+                } => {
+                    sqlx::query(
+                        "UPDATE timers SET state = 'fired'
+                         WHERE identificativo = ? AND address = ? AND phase = ?",
+                    )
+                    .bind(&identificativo)
+                    .bind(&address)
+                    .bind(&phase)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("timer fired"))?;
+                }
+                Op::Virus {
+                    point,
+                    virus,
+                    identificativo,
+                    raw,
+                } => {
+                    sqlx::query(
+                        "INSERT INTO virus_store (at, point, virus, identificativo, raw)
+                         VALUES (?, ?, ?, ?, ?)",
+                    )
+                    .bind(at)
+                    .bind(&point)
+                    .bind(&virus)
+                    .bind(&identificativo)
+                    .bind(&raw)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("virus store"))?;
+                }
+                Op::Log(r) => {
+                    sqlx::query(
+                        "INSERT INTO log
+                         (at, event, msgid, sender, recipients, subject, related, provider)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(at)
+                    .bind(&r.event)
+                    .bind(&r.msgid)
+                    .bind(&r.sender)
+                    .bind(json_list(&r.recipients))
+                    .bind(&r.subject)
+                    .bind(json_list(&r.related))
+                    .bind(&r.provider)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("log"))?;
+                }
+            }
+        }
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(CommitOutcome::Committed)
+    }
+
+    async fn due_outbox(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, key, mail_from, rcpts, raw, attempts FROM outbox
+             WHERE state = 'pending' AND next_attempt <= ? ORDER BY next_attempt, id LIMIT ?",
+        )
+        .bind(ms(now))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("due outbox"))?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(OutboxItem {
+                    id: r.get(0),
+                    key: r.get(1),
+                    mail_from: r.get(2),
+                    rcpts: parse_list(r.get::<&str, _>(3))?,
+                    raw: r.get(4),
+                    attempts: r.get(5),
+                })
+            })
+            .collect()
+    }
+
+    async fn outbox_done(&self, id: i64, reply: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET state = 'done', last_reply = ?, attempts = attempts + 1 WHERE id = ?")
+            .bind(reply)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db("outbox done"))?;
+        Ok(())
+    }
+
+    async fn outbox_retry(
+        &self,
+        id: i64,
+        next: DateTime<Utc>,
+        reply: &str,
+        give_up: bool,
+    ) -> Result<(), StoreError> {
+        let state = if give_up { "failed" } else { "pending" };
+        sqlx::query(
+            "UPDATE outbox SET state = ?, next_attempt = ?, last_reply = ?, attempts = attempts + 1
+             WHERE id = ?",
+        )
+        .bind(state)
+        .bind(ms(next))
+        .bind(reply)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db("outbox retry"))?;
+        Ok(())
+    }
+
+    async fn next_wakeup(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let v: Option<i64> = sqlx::query(
+            "SELECT MIN(t) FROM (
+               SELECT MIN(next_attempt) AS t FROM outbox WHERE state = 'pending'
+               UNION ALL SELECT MIN(due) AS t FROM timers WHERE state = 'armed')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("next wakeup"))?
+        .get(0);
+        v.map(from_ms).transpose()
+    }
+
+    async fn due_timers(&self, now: DateTime<Utc>) -> Result<Vec<DueTimer>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT identificativo, address, phase, due FROM timers
+             WHERE state = 'armed' AND due <= ? ORDER BY due",
+        )
+        .bind(ms(now))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("due timers"))?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(DueTimer {
+                    identificativo: r.get(0),
+                    address: r.get(1),
+                    phase: r.get(2),
+                    due: from_ms(r.get(3))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn recipients(&self, identificativo: &str) -> Result<Vec<RecipientRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT address, tipo, state FROM recipients WHERE identificativo = ? ORDER BY rowid",
+        )
+        .bind(identificativo)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("recipients"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| RecipientRow {
+                address: r.get(0),
+                tipo: r.get(1),
+                state: r.get(2),
+            })
+            .collect())
+    }
+
+    async fn mailbox(&self, mailbox: &str, folder: &str) -> Result<Vec<StoredMessage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT uid, kind, message_id, internal_date, raw FROM mailbox_messages
+             WHERE mailbox = ? AND folder = ? ORDER BY uid",
+        )
+        .bind(mailbox)
+        .bind(folder)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("mailbox"))?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(StoredMessage {
+                    uid: r.get(0),
+                    kind: r.get(1),
+                    message_id: r.get(2),
+                    internal_date: from_ms(r.get(3))?,
+                    raw: r.get(4),
+                })
+            })
+            .collect()
+    }
+
+    async fn mailbox_size(&self, mailbox: &str) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query("SELECT COALESCE(SUM(size), 0) FROM mailbox_messages WHERE mailbox = ?")
+                .bind(mailbox)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db("mailbox size"))?
+                .get(0),
+        )
+    }
+
+    async fn log(&self) -> Result<Vec<LogRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT event, msgid, sender, recipients, subject, related, provider FROM log ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("log"))?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(LogRecord {
+                    event: r.get(0),
+                    msgid: r.get(1),
+                    sender: r.get(2),
+                    recipients: parse_list(r.get::<&str, _>(3))?,
+                    subject: r.get(4),
+                    related: parse_list(r.get::<&str, _>(5))?,
+                    provider: r.get(6),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 3, 30, 0, 30, 0)
+            .single()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_all_or_nothing_and_seen_ids_deduplicate() {
+        let s = SqliteStore::memory().await.unwrap();
+        let mut b = Batch::new(t0());
+        b.push(Op::Seen {
+            message_id: "<r1@x>".into(),
+        })
+        .push(Op::Deliver {
+            mailbox: "Alice@pec.a.test".into(),
+            folder: "INBOX".into(),
+            raw: b"Subject: x\r\n\r\nbody\r\n".to_vec(),
+            kind: "accettazione".into(),
+            message_id: Some("<r1@x>".into()),
+        })
+        .push(Op::Enqueue {
+            key: "k1".into(),
+            mail_from: "a@x".into(),
+            rcpts: vec!["b@y".into()],
+            raw: b"m".to_vec(),
+        });
+        assert_eq!(s.commit(b.clone()).await.unwrap(), CommitOutcome::Committed);
+        // The same inbound message again: nothing is written a second time.
+        assert_eq!(s.commit(b).await.unwrap(), CommitOutcome::Duplicate);
+        let inbox = s.mailbox("alice@PEC.A.TEST", "INBOX").await.unwrap();
+        assert_eq!(inbox.len(), 1);
+        assert_eq!(inbox[0].uid, 1);
+        assert_eq!(inbox[0].internal_date, t0());
+        assert_eq!(s.due_outbox(t0(), 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn enqueue_is_idempotent_and_retry_moves_the_due_time() {
+        let s = SqliteStore::memory().await.unwrap();
+        for _ in 0..2 {
+            let mut b = Batch::new(t0());
+            b.push(Op::Enqueue {
+                key: "consegna:id1:bob@b".into(),
+                mail_from: "p@a".into(),
+                rcpts: vec!["alice@a".into()],
+                raw: b"r".to_vec(),
+            });
+            s.commit(b).await.unwrap();
+        }
+        let due = s.due_outbox(t0(), 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        s.outbox_retry(due[0].id, t0() + Duration::minutes(5), "421 busy", false)
+            .await
+            .unwrap();
+        assert!(s.due_outbox(t0(), 10).await.unwrap().is_empty());
+        assert_eq!(
+            s.next_wakeup().await.unwrap(),
+            Some(t0() + Duration::minutes(5))
+        );
+        let again = s.due_outbox(t0() + Duration::minutes(5), 10).await.unwrap();
+        assert_eq!(again[0].attempts, 1);
+        s.outbox_done(again[0].id, "250 ok").await.unwrap();
+        assert_eq!(s.next_wakeup().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn timers_fire_when_due_and_cancelled_ones_do_not() {
+        let s = SqliteStore::memory().await.unwrap();
+        let mut b = Batch::new(t0());
+        for (addr, phase, h) in [
+            ("b1@b", "12h", 12),
+            ("b1@b", "24h", 24),
+            ("b2@b", "12h", 12),
+            ("b2@b", "24h", 24),
+        ] {
+            b.push(Op::ArmTimer {
+                identificativo: "id1".into(),
+                address: addr.into(),
+                phase: phase.into(),
+                due: t0() + Duration::hours(h),
+            });
+        }
+        s.commit(b).await.unwrap();
+        let mut c = Batch::new(t0() + Duration::hours(1));
+        c.push(Op::CancelTimers {
+            identificativo: "id1".into(),
+            address: "B2@b".into(),
+            phases: vec!["12h".into(), "24h".into()],
+        });
+        s.commit(c).await.unwrap();
+        assert!(
+            s.due_timers(t0() + Duration::hours(11))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let due = s.due_timers(t0() + Duration::hours(12)).await.unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(
+            (due[0].address.as_str(), due[0].phase.as_str()),
+            ("b1@b", "12h")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_store_keeps_what_was_committed_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gestore.db");
+        {
+            let s = SqliteStore::open(&path).await.unwrap();
+            let mut b = Batch::new(t0());
+            b.push(Op::Log(LogRecord {
+                event: "accettazione".into(),
+                msgid: "id1@a".into(),
+                sender: "alice@a".into(),
+                recipients: vec!["bob@b".into()],
+                subject: "Contratto".into(),
+                related: vec!["acc1@a".into()],
+                provider: "A".into(),
+            }));
+            s.commit(b).await.unwrap();
+        }
+        let s = SqliteStore::open(&path).await.unwrap();
+        let log = s.log().await.unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].recipients, vec!["bob@b".to_string()]);
+    }
+}
