@@ -2,4 +2,5 @@
 //! store, mailbox access and log. Modules are named after the concepts of RFC 6109 §2.2.
 
 pub mod clock;
+pub mod config;
 pub mod store;
