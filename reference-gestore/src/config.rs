@@ -165,9 +165,11 @@ pub struct Profile {
 impl Default for Profile {
     fn default() -> Self {
         Profile {
-            max_message_size: ByteSize(100 * 1024 * 1024),
+            // RFC 6109 §3.1.1: "Italian laws have specified this limit as being 30 MB", counted as
+            // size × recipients. Read as MiB [ANALYSIS: the RFC does not say which megabyte].
+            max_message_size: ByteSize(30 * 1024 * 1024),
             size_times_recipients: true,
-            hard_message_size: ByteSize(150 * 1024 * 1024),
+            hard_message_size: ByteSize(100 * 1024 * 1024),
             max_recipients: 500,
             mailbox_quota: ByteSize(100 * 1024 * 1024),
             ordinary_mail: OrdinaryMail::Anomaly,

@@ -1,6 +1,7 @@
 //! The reference PEC provider (gestore): access point, reception point, delivery point, timers,
 //! store, mailbox access and log. Modules are named after the concepts of RFC 6109 §2.2.
 
+pub mod access_point;
 pub mod antivirus;
 pub mod clock;
 pub mod config;
