@@ -5,4 +5,5 @@ pub mod access_point;
 pub mod antivirus;
 pub mod clock;
 pub mod config;
+pub mod password;
 pub mod store;

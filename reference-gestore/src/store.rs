@@ -278,9 +278,31 @@ pub trait Store: Send + Sync {
     async fn mailbox_size(&self, mailbox: &str) -> Result<i64, StoreError>;
     /// Every log record, in order.
     async fn log(&self) -> Result<Vec<LogRecord>, StoreError>;
+    /// Creates a mailbox account, or replaces its password and quota if it exists.
+    async fn put_account(&self, account: &Account) -> Result<(), StoreError>;
+    /// The account of a mailbox (case-insensitive address).
+    async fn account(&self, address: &str) -> Result<Option<Account>, StoreError>;
+}
+
+/// A PEC mailbox holder's account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The mailbox address.
+    pub address: String,
+    /// The password hash ([`crate::password`]).
+    pub password_hash: String,
+    /// The quota in bytes (a full mailbox gets mancata consegna, RFC 6109 §3.3.3).
+    pub quota: i64,
+    /// A disabled mailbox refuses login and delivery.
+    pub disabled: bool,
 }
 
 const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS accounts (
+        address TEXT PRIMARY KEY COLLATE NOCASE,
+        password_hash TEXT NOT NULL,
+        quota INTEGER NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0)",
     "CREATE TABLE IF NOT EXISTS mailbox_messages (
         id INTEGER PRIMARY KEY,
         mailbox TEXT NOT NULL COLLATE NOCASE,
@@ -776,6 +798,38 @@ impl Store for SqliteStore {
         )
     }
 
+    async fn put_account(&self, a: &Account) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO accounts (address, password_hash, quota, disabled) VALUES (?, ?, ?, ?)
+             ON CONFLICT (address) DO UPDATE SET password_hash = excluded.password_hash,
+             quota = excluded.quota, disabled = excluded.disabled",
+        )
+        .bind(&a.address)
+        .bind(&a.password_hash)
+        .bind(a.quota)
+        .bind(a.disabled)
+        .execute(&self.pool)
+        .await
+        .map_err(db("put account"))?;
+        Ok(())
+    }
+
+    async fn account(&self, address: &str) -> Result<Option<Account>, StoreError> {
+        let row = sqlx::query(
+            "SELECT address, password_hash, quota, disabled FROM accounts WHERE address = ?",
+        )
+        .bind(address)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("account"))?;
+        Ok(row.map(|r| Account {
+            address: r.get(0),
+            password_hash: r.get(1),
+            quota: r.get(2),
+            disabled: r.get(3),
+        }))
+    }
+
     async fn log(&self) -> Result<Vec<LogRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT event, msgid, sender, recipients, subject, related, provider FROM log ORDER BY seq",
@@ -801,6 +855,24 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn accounts_are_found_case_insensitively_and_replaced() {
+        let s = SqliteStore::memory().await.unwrap();
+        let mut a = Account {
+            address: "Alice@pec.a.test".into(),
+            password_hash: "h1".into(),
+            quota: 100,
+            disabled: false,
+        };
+        s.put_account(&a).await.unwrap();
+        a.password_hash = "h2".into();
+        a.disabled = true;
+        s.put_account(&a).await.unwrap();
+        let got = s.account("alice@PEC.A.TEST").await.unwrap().unwrap();
+        assert_eq!(got, a);
+        assert!(s.account("bob@pec.a.test").await.unwrap().is_none());
+    }
+
     use super::*;
     use chrono::Duration;
 
