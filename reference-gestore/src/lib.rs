@@ -7,3 +7,4 @@ pub mod clock;
 pub mod config;
 pub mod password;
 pub mod store;
+pub mod timers;
