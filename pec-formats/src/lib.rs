@@ -9,10 +9,12 @@
 //! - [`smime`]: signing and verifying `multipart/signed` with OpenSSL (RFC 6109 §2.1, §5);
 //! - [`pki`]: a test CA and provider certificates with the RFC 6109 §5.5 profile;
 //! - [`build`]: builders for every envelope, receipt and notice;
+//! - [`directory`]: the provider directory (Indice dei gestori, RFC 6109 §4.5) in LDIF;
 //! - [`parse`]: classify any message, find the signed PEC part, extract its parts.
 
 pub mod build;
 pub mod daticert;
+pub mod directory;
 pub mod kind;
 pub mod parse;
 pub mod pki;
