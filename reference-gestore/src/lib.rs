@@ -6,5 +6,7 @@ pub mod antivirus;
 pub mod clock;
 pub mod config;
 pub mod password;
+pub mod smtp;
 pub mod store;
 pub mod timers;
+pub mod tls;
