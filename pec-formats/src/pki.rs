@@ -42,6 +42,14 @@ impl TestCa {
         todo!()
     }
 
+    /// Issues a TLS server certificate (SAN DNS names and IP addresses from `names`), RSA 2048.
+    pub fn issue_tls_server(
+        &self,
+        _names: &[&str],
+    ) -> Result<(PKey<Private>, X509), crate::smime::SmimeError> {
+        todo!()
+    }
+
     /// Writes `ca.key` and `ca.pem` into `dir`.
     pub fn write_to(&self, _dir: &Path) -> Result<(), crate::smime::SmimeError> {
         todo!()

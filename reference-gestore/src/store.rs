@@ -64,6 +64,9 @@ pub enum Op {
         tipo_ricevuta: String,
         /// Each recipient: address, `certificato`/`esterno`.
         recipients: Vec<(String, String)>,
+        /// The certification data as the ricevuta di accettazione's daticert.xml carries it, from
+        /// which later notices of the transaction (timeouts) are built.
+        daticert: String,
     },
     /// Set a recipient's state in a transaction (e.g. `presa-in-carico`, `consegnato`, `errore`).
     RecipientState {
@@ -270,6 +273,11 @@ pub trait Store: Send + Sync {
     async fn next_wakeup(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
     /// Armed timers due at `now`.
     async fn due_timers(&self, now: DateTime<Utc>) -> Result<Vec<DueTimer>, StoreError>;
+    /// The daticert.xml of a transaction's ricevuta di accettazione ([`Op::Transaction`]).
+    async fn transaction_daticert(
+        &self,
+        identificativo: &str,
+    ) -> Result<Option<String>, StoreError>;
     /// The recipients of a transaction.
     async fn recipients(&self, identificativo: &str) -> Result<Vec<RecipientRow>, StoreError>;
     /// The messages of a mailbox folder, in UID order.
@@ -321,7 +329,8 @@ const SCHEMA: &[&str] = &[
         client_msgid TEXT,
         subject TEXT NOT NULL,
         tipo_ricevuta TEXT NOT NULL,
-        accepted_at INTEGER NOT NULL)",
+        accepted_at INTEGER NOT NULL,
+        daticert TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS recipients (
         identificativo TEXT NOT NULL,
         address TEXT NOT NULL COLLATE NOCASE,
@@ -489,11 +498,13 @@ impl Store for SqliteStore {
                     subject,
                     tipo_ricevuta,
                     recipients,
+                    daticert,
                 } => {
                     sqlx::query(
                         "INSERT INTO transactions
-                         (identificativo, sender, client_msgid, subject, tipo_ricevuta, accepted_at)
-                         VALUES (?, ?, ?, ?, ?, ?)",
+                         (identificativo, sender, client_msgid, subject, tipo_ricevuta, accepted_at,
+                          daticert)
+                         VALUES (?, ?, ?, ?, ?, ?, ?)",
                     )
                     .bind(&identificativo)
                     .bind(&sender)
@@ -501,6 +512,7 @@ impl Store for SqliteStore {
                     .bind(&subject)
                     .bind(&tipo_ricevuta)
                     .bind(at)
+                    .bind(&daticert)
                     .execute(&mut *tx)
                     .await
                     .map_err(db("transaction"))?;
@@ -744,6 +756,18 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn transaction_daticert(
+        &self,
+        identificativo: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT daticert FROM transactions WHERE identificativo = ?")
+            .bind(identificativo)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("transaction"))?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     async fn recipients(&self, identificativo: &str) -> Result<Vec<RecipientRow>, StoreError> {

@@ -1,0 +1,150 @@
+//! One provider's shared context: its config, clock, store, provider directory, trust anchors,
+//! signing identity and antivirus. The points (access, reception, delivery) and the workers take it
+//! by reference; nothing in it changes while the provider runs.
+
+use crate::antivirus::Antivirus;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::password;
+use crate::store::{Account, SqliteStore, Store};
+use anyhow::Context;
+use openssl::pkey::PKey;
+use openssl::x509::X509;
+use pec_formats::build::{BuildOptions, Provider, TextForm};
+use pec_formats::directory::Directory;
+use pec_formats::smime::{DigestAlg, Signer, TrustStore};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// A running provider's context.
+pub struct Gestore {
+    /// The config it was started with.
+    pub config: Config,
+    /// The one clock (RFC 6109 §4.1: one time value per transaction).
+    pub clock: Arc<dyn Clock>,
+    /// The durable store.
+    pub store: SqliteStore,
+    /// The provider directory (Indice dei gestori, RFC 6109 §4.5).
+    pub directory: Directory,
+    /// Trust anchors for other providers' signatures: the configured CA files plus the directory's
+    /// certificates (RFC 6109 §5.6).
+    pub trust: TrustStore,
+    /// The signing identity (RFC 6109 §5.5).
+    pub signer: Signer,
+    /// The antivirus (RFC 6109 §5.4).
+    pub antivirus: Antivirus,
+    /// Roots for the TLS certificates of other providers' servers: the configured trust files.
+    pub tls_roots: rustls::RootCertStore,
+    /// Woken when new outbound work or timers were committed.
+    pub work: Notify,
+}
+
+/// Reads a PEM file, naming it on error.
+pub fn read_pem(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The digest named in the config (`sha256`, `sha1`, `sha384`, `sha512`).
+pub fn digest_from_name(name: &str) -> anyhow::Result<DigestAlg> {
+    Ok(match name.to_ascii_lowercase().replace('-', "").as_str() {
+        "sha1" => DigestAlg::Sha1,
+        "sha256" => DigestAlg::Sha256,
+        "sha384" => DigestAlg::Sha384,
+        "sha512" => DigestAlg::Sha512,
+        other => anyhow::bail!("signing.digest: unknown digest `{other}`"),
+    })
+}
+
+impl Gestore {
+    /// Loads every file the config names, opens the store and creates the configured mailboxes
+    /// that do not exist yet.
+    pub async fn open(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Gestore>> {
+        let key = PKey::private_key_from_pem(&read_pem(&config.signing.key)?)
+            .with_context(|| format!("signing key {}", config.signing.key.display()))?;
+        let cert = X509::from_pem(&read_pem(&config.signing.cert)?)
+            .with_context(|| format!("signing certificate {}", config.signing.cert.display()))?;
+        let mut chain = Vec::new();
+        for p in &config.signing.chain {
+            chain.extend(
+                X509::stack_from_pem(&read_pem(p)?).with_context(|| p.display().to_string())?,
+            );
+        }
+        let signer = Signer {
+            key,
+            cert,
+            chain,
+            digest: digest_from_name(&config.signing.digest)?,
+        };
+        let directory = Directory::load(&config.directory)
+            .with_context(|| format!("directory {}", config.directory.display()))?;
+        let mut anchors = directory.trusted_certificates();
+        for p in &config.trust {
+            anchors.extend(
+                X509::stack_from_pem(&read_pem(p)?).with_context(|| p.display().to_string())?,
+            );
+        }
+        if let Some(dir) = config.store.sqlite.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let store = SqliteStore::open(&config.store.sqlite).await?;
+        for m in &config.mailboxes {
+            if store.account(&m.address).await?.is_none() {
+                store
+                    .put_account(&Account {
+                        address: m.address.clone(),
+                        password_hash: password::hash(&m.password)?,
+                        quota: config.profile.mailbox_quota.0 as i64,
+                        disabled: false,
+                    })
+                    .await?;
+            }
+        }
+        let antivirus = Antivirus::from_config(config.antivirus.clamd.as_deref());
+        let tls_roots = crate::tls::root_store_from_files(&config.trust)
+            .map_err(|e| anyhow::anyhow!("trust: {e}"))?;
+        Ok(Arc::new(Gestore {
+            config,
+            clock,
+            store,
+            directory,
+            trust: TrustStore { certs: anchors },
+            signer,
+            antivirus,
+            tls_roots,
+            work: Notify::new(),
+        }))
+    }
+
+    /// The provider as the builders see it.
+    pub fn provider(&self) -> Provider<'_> {
+        let mut p = Provider::new(&self.config.provider.name, self.domain(), &self.signer);
+        p.options = BuildOptions {
+            text_form: if self.config.profile.text_form == "alternative" {
+                TextForm::Alternative
+            } else {
+                TextForm::Plain
+            },
+        };
+        p
+    }
+
+    /// The provider's main PEC domain (the first configured).
+    pub fn domain(&self) -> &str {
+        &self.config.provider.domains[0]
+    }
+
+    /// Whether `address` belongs to one of our domains.
+    pub fn is_local(&self, address: &str) -> bool {
+        domain_of(address).is_some_and(|d| self.config.is_local_domain(d))
+    }
+}
+
+/// The domain of an address (after the last `@`).
+pub fn domain_of(address: &str) -> Option<&str> {
+    address.rsplit_once('@').map(|(_, d)| d)
+}
+
+/// The local part of an address.
+pub fn local_part(address: &str) -> &str {
+    address.rsplit_once('@').map_or(address, |(l, _)| l)
+}

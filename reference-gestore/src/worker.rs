@@ -1,0 +1,216 @@
+//! The provider's background work: the outbox (envelopes and notices to other providers, with
+//! retries; to our own domains, handed over to the reception point in-process) and the 12h/24h
+//! timers (RFC 6109 §3.1.6). Work is taken from the store, so a restart resumes it; every item is
+//! idempotent, so doing one twice after a crash sends nothing twice that the receiver keeps
+//! (the reception point recognises a message it already has).
+
+use crate::gestore::{Gestore, domain_of};
+use crate::reception_point::{self, Received};
+use crate::store::{Batch, LogRecord, Op, OutboxItem, Store};
+use crate::timers::{RecipientState, decide, parse_phase};
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use pec_formats::build::{self, Certification};
+use pec_formats::daticert::Daticert;
+use pec_formats::kind::{Kind, TimeoutPhase};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// How many outbox items one pass takes (bounded work per pass).
+const BATCH: i64 = 64;
+/// The longest the worker sleeps without looking at the store (a safety net; wake-ups come from
+/// commits and clock jumps).
+const MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The delay before retry number `attempts` (1-based): 10 s doubling up to 30 min.
+pub fn backoff(attempts: i64) -> chrono::Duration {
+    let secs = 10i64.saturating_mul(1 << attempts.clamp(1, 8).saturating_sub(1));
+    chrono::Duration::seconds(secs.min(1800))
+}
+
+/// RFC 6109 §2.2.2: the queue time limit between providers is 24 h.
+pub const GIVE_UP_AFTER: chrono::Duration = chrono::Duration::hours(24);
+
+/// Why an outbound attempt failed.
+#[derive(Debug)]
+pub enum SendFailure {
+    /// Try again later (4xx, connection refused, timeout).
+    Transient(String),
+    /// Do not try again (5xx for every recipient).
+    Permanent(String),
+}
+
+/// Sends one queued message to the route for `domain`.
+pub async fn send_remote(
+    g: &Gestore,
+    domain: &str,
+    item: &OutboxItem,
+    rcpts: &[String],
+) -> Result<String, SendFailure> {
+    let Some(route) = g.config.route_for(domain) else {
+        return Err(SendFailure::Permanent(format!("no route to {domain}")));
+    };
+    crate::outbound::send(g, route, &item.mail_from, rcpts, &item.raw).await
+}
+
+/// One pass over the due outbox items. Returns how many were handled.
+pub async fn outbox_pass(g: &Gestore) -> anyhow::Result<usize> {
+    let now = g.clock.now();
+    let items = g.store.due_outbox(now, BATCH).await?;
+    for item in &items {
+        let mut by_domain: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in &item.rcpts {
+            let d = domain_of(r).unwrap_or_default().to_ascii_lowercase();
+            by_domain.entry(d).or_default().push(r.clone());
+        }
+        let mut failure: Option<SendFailure> = None;
+        let mut replies = Vec::new();
+        for (domain, rcpts) in by_domain {
+            if g.config.is_local_domain(&domain) {
+                // Our own domain: the reception point, in-process (RFC 6109 §3.4: same processing).
+                match reception_point::receive(g, &item.mail_from, &rcpts, &item.raw).await {
+                    Ok(Received::Refused(why)) => {
+                        failure = Some(SendFailure::Permanent(why));
+                    }
+                    Ok(_) => replies.push(format!("{domain}: local")),
+                    Err(e) => failure = Some(SendFailure::Transient(format!("{e:#}"))),
+                }
+            } else {
+                match send_remote(g, &domain, item, &rcpts).await {
+                    Ok(reply) => replies.push(format!("{domain}: {reply}")),
+                    Err(f) => failure = Some(f),
+                }
+            }
+        }
+        match failure {
+            None => g.store.outbox_done(item.id, &replies.join("; ")).await?,
+            Some(SendFailure::Permanent(why)) => {
+                g.store.outbox_retry(item.id, now, &why, true).await?;
+            }
+            Some(SendFailure::Transient(why)) => {
+                let attempts = item.attempts + 1;
+                let give_up = backoff(attempts) * attempts as i32 > GIVE_UP_AFTER;
+                g.store
+                    .outbox_retry(item.id, now + backoff(attempts), &why, give_up)
+                    .await?;
+            }
+        }
+    }
+    Ok(items.len())
+}
+
+/// One pass over the due timers (RFC 6109 §3.1.6; digest §12). Returns how many fired.
+pub async fn timers_pass(g: &Gestore) -> anyhow::Result<usize> {
+    let now = g.clock.now();
+    let due = g.store.due_timers(now).await?;
+    for t in &due {
+        let Some(phase) = parse_phase(&t.phase) else {
+            continue;
+        };
+        let state = g
+            .store
+            .recipients(&t.identificativo)
+            .await?
+            .into_iter()
+            .find(|r| r.address.eq_ignore_ascii_case(&t.address))
+            .and_then(|r| RecipientState::parse(&r.state))
+            .unwrap_or(RecipientState::Inviato);
+        let mut batch = Batch::new(now);
+        batch.push(Op::TimerFired {
+            identificativo: t.identificativo.clone(),
+            address: t.address.clone(),
+            phase: t.phase.clone(),
+        });
+        if decide(phase, state) {
+            timeout_notice(g, &mut batch, &t.identificativo, &t.address, phase, now).await?;
+        }
+        g.store.commit(batch).await?;
+    }
+    Ok(due.len())
+}
+
+async fn timeout_notice(
+    g: &Gestore,
+    batch: &mut Batch,
+    identificativo: &str,
+    rcpt: &str,
+    phase: TimeoutPhase,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let xml = g
+        .store
+        .transaction_daticert(identificativo)
+        .await?
+        .with_context(|| format!("timer for unknown transaction {identificativo}"))?;
+    let d = Daticert::from_xml(xml.as_bytes()).context("stored daticert")?;
+    let c = Certification::from_daticert(&d, now);
+    let n = build::mancata_consegna_timeout(&g.provider(), &c, rcpt, phase)
+        .context("mancata consegna per superamento dei tempi massimi")?;
+    // The sender is our own user: the notice goes straight to the mailbox.
+    batch.push(Op::Deliver {
+        mailbox: c.mittente.clone(),
+        folder: "INBOX".into(),
+        raw: n.raw,
+        kind: Kind::MancataConsegnaTimeout.id().into(),
+        message_id: Some(n.message_id.clone()),
+    });
+    if phase == TimeoutPhase::Finale24h {
+        // After the 24h notice the provider stops tracking (digest §12).
+        batch.push(Op::RecipientState {
+            identificativo: identificativo.into(),
+            address: rcpt.into(),
+            state: RecipientState::Scaduto.as_str().into(),
+        });
+    }
+    batch.push(Op::Log(LogRecord {
+        event: match phase {
+            TimeoutPhase::Preavviso12h => "preavviso-12h",
+            TimeoutPhase::Finale24h => "mancata-consegna-24h",
+        }
+        .into(),
+        msgid: identificativo.into(),
+        sender: c.mittente.clone(),
+        recipients: vec![rcpt.into()],
+        subject: c.oggetto.clone().unwrap_or_default(),
+        related: vec![n.message_id],
+        provider: g.config.provider.name.clone(),
+    }));
+    Ok(())
+}
+
+/// Runs the outbox and the timers until `shutdown` turns true. Wakes on new work, on clock jumps
+/// (a test advancing the clock) and at the next due time.
+pub async fn run(g: Arc<Gestore>, mut shutdown: watch::Receiver<bool>) {
+    let mut jumps = g.clock.jumps();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let mut busy = false;
+        match outbox_pass(&g).await {
+            Ok(n) => busy |= n > 0,
+            Err(e) => tracing::error!("outbox: {e:#}"),
+        }
+        match timers_pass(&g).await {
+            Ok(n) => busy |= n > 0,
+            Err(e) => tracing::error!("timers: {e:#}"),
+        }
+        if busy {
+            continue;
+        }
+        let wait = match g.store.next_wakeup().await {
+            Ok(Some(at)) => (at - g.clock.now())
+                .to_std()
+                .unwrap_or_default()
+                .clamp(std::time::Duration::from_millis(10), MAX_IDLE),
+            _ => MAX_IDLE,
+        };
+        tokio::select! {
+            _ = g.work.notified() => {}
+            _ = jumps.changed() => {}
+            _ = shutdown.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
