@@ -1,1 +1,8 @@
-//! PEC conformance: offline verification of single messages (`verify`) and, later, the scenario runner.
+//! PEC conformance: offline verification of single messages (`verify`) and the scenario runner
+//! between gestori (`scenario`, `topology`, `runner`, `report`).
+
+pub mod craft;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod topology;
