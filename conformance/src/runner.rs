@@ -998,10 +998,20 @@ impl Run {
         let want = x.count.unwrap_or(1);
         let within = x.within.unwrap_or(DEFAULT_WITHIN).0;
         let deadline = Instant::now() + within;
-        let mut found = self.unclaimed(&place, &x.kind).await;
+        let about = x.consegna.as_ref().map(|c| self.address(c).to_ascii_lowercase());
+        let select = |ms: Vec<Received>| -> Vec<Received> {
+            match &about {
+                None => ms,
+                Some(a) => ms
+                    .into_iter()
+                    .filter(|m| recipients_of(&m.raw).iter().any(|r| r == a))
+                    .collect(),
+            }
+        };
+        let mut found = select(self.unclaimed(&place, &x.kind).await);
         while found.len() < want && Instant::now() < deadline {
             tokio::time::sleep(POLL).await;
-            found = self.unclaimed(&place, &x.kind).await;
+            found = select(self.unclaimed(&place, &x.kind).await);
         }
         let mut o = Outcome2::pass();
         let present: Vec<String> = self
@@ -1013,7 +1023,15 @@ impl Run {
         o.checks.push(Check::new(
             "expect.count",
             "scenario",
-            format!("{want} new {} in {}", x.kind, x.mailbox),
+            format!(
+                "{want} new {} in {}{}",
+                x.kind,
+                x.mailbox,
+                x.consegna
+                    .as_ref()
+                    .map(|c| format!(" about {c}"))
+                    .unwrap_or_default()
+            ),
             found.len() == want,
             format!(
                 "found {} within {}; the mailbox holds [{}]",
@@ -1337,6 +1355,25 @@ fn identificativo_of(raw: &[u8]) -> Option<String> {
             .first()
             .map(|v| v.trim_matches(|c| c == '<' || c == '>').to_string())
     })
+}
+
+/// The recipients a notice is about: daticert `consegna` and `ricezione`, lower case.
+fn recipients_of(raw: &[u8]) -> Vec<String> {
+    guarded("pec_formats::parse", || pec_formats::parse::parse(raw))
+        .ok()
+        .and_then(|p| p.ok())
+        .and_then(|p| p.daticert_xml)
+        .and_then(|x| guarded("Daticert::from_xml", || Daticert::from_xml(&x)).ok())
+        .and_then(|d| d.ok())
+        .map(|d| {
+            d.dati
+                .consegna
+                .into_iter()
+                .chain(d.dati.ricezione)
+                .map(|a| a.to_ascii_lowercase())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A daticert field as text, for `expect.daticert`.

@@ -424,6 +424,9 @@ pub struct Expect {
     pub mailbox: String,
     /// The kind id (`pec_formats::kind::Kind::id`) or `ordinary`.
     pub kind: String,
+    /// Only messages about this recipient (a mailbox name): daticert `consegna` (or `ricezione`)
+    /// names its address. Selects among several receipts of one kind.
+    pub consegna: Option<String>,
     /// How many new messages of the kind (default 1).
     pub count: Option<usize>,
     /// How long to wait (default 10s).
@@ -768,6 +771,9 @@ impl Scenario {
                 Step::Expect(x) => {
                     mailbox(&x.mailbox)?;
                     kind(&x.kind)?;
+                    if let Some(c) = &x.consegna {
+                        rcpt(c)?;
+                    }
                     if let Some(g) = &x.signed_by {
                         gestore(g)?;
                     }
