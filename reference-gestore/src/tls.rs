@@ -51,7 +51,12 @@ pub fn server_config_from_pem(
     cert_chain_pem: &[u8],
     key_pem: &[u8],
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    server_config_named("certificate chain PEM", "private key PEM", cert_chain_pem, key_pem)
+    server_config_named(
+        "certificate chain PEM",
+        "private key PEM",
+        cert_chain_pem,
+        key_pem,
+    )
 }
 
 /// [`server_config_from_pem`] reading the two files; errors name the file.
@@ -146,8 +151,8 @@ mod tests {
 
     #[test]
     fn missing_file_is_named() {
-        let err = server_config_from_files(Path::new("/nonexistent/c.pem"), Path::new("/k"))
-            .unwrap_err();
+        let err =
+            server_config_from_files(Path::new("/nonexistent/c.pem"), Path::new("/k")).unwrap_err();
         assert_eq!(err.what, "/nonexistent/c.pem");
     }
 }

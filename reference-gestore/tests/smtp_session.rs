@@ -29,7 +29,13 @@ fn b64(s: &str) -> String {
 async fn transcript(config: SessionConfig, input: &[u8]) -> (String, Arc<TestHandler>) {
     let handler = Arc::new(TestHandler::default());
     let (client, server) = tokio::io::duplex(1 << 20);
-    let task = tokio::spawn(handle_connection(server, peer(), Arc::new(config), handler.clone(), None));
+    let task = tokio::spawn(handle_connection(
+        server,
+        peer(),
+        Arc::new(config),
+        handler.clone(),
+        None,
+    ));
     let (mut r, mut w) = tokio::io::split(client);
     w.write_all(input).await.unwrap();
     w.shutdown().await.unwrap();
@@ -55,11 +61,21 @@ DATA\r\nSubject: hi\r\n\r\n..dot line\r\nbody\r\n.\r\nQUIT\r\n";
     let (out, handler) = transcript(inbound(), input).await;
     assert_eq!(
         codes(&out),
-        vec![220, 250, 214, 250, 252, 250, 250, 250, 250, 250, 250, 354, 250, 221],
+        vec![
+            220, 250, 214, 250, 252, 250, 250, 250, 250, 250, 250, 354, 250, 221
+        ],
         "{out}"
     );
-    assert!(out.contains("250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 67108864\r\n250 ENHANCEDSTATUSCODES\r\n"), "{out}");
-    assert!(!out.contains("250-STARTTLS") && !out.contains("AUTH PLAIN"), "{out}");
+    assert!(
+        out.contains(
+            "250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 67108864\r\n250 ENHANCEDSTATUSCODES\r\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        !out.contains("250-STARTTLS") && !out.contains("AUTH PLAIN"),
+        "{out}"
+    );
     let m = handler.messages();
     assert_eq!(m.len(), 1);
     assert_eq!(m[0].from, "a@x.test");
@@ -76,7 +92,9 @@ STARTTLS\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nBDAT 10 LAST\r\nFOO\r\nQUIT\r\n";
     let (out, handler) = transcript(inbound(), input).await;
     assert_eq!(
         codes(&out),
-        vec![220, 503, 250, 503, 503, 250, 503, 554, 550, 554, 502, 502, 502, 500, 221],
+        vec![
+            220, 503, 250, 503, 503, 250, 503, 554, 550, 554, 502, 502, 502, 500, 221
+        ],
         "{out}"
     );
     assert!(out.contains("554 5.5.1 No valid recipients"), "{out}");
@@ -90,7 +108,11 @@ async fn refused_sender_and_recipient_limits() {
     let input = b"EHLO c\r\nMAIL FROM:<blocked@x.test>\r\nMAIL FROM:<>\r\nRCPT TO:<a@y>\r\n\
 RCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n";
     let (out, handler) = transcript(config, input).await;
-    assert_eq!(codes(&out), vec![220, 250, 550, 250, 250, 250, 452, 354, 250, 221], "{out}");
+    assert_eq!(
+        codes(&out),
+        vec![220, 250, 550, 250, 250, 250, 452, 354, 250, 221],
+        "{out}"
+    );
     assert!(out.contains("452 4.5.3 Too many recipients"));
     let m = handler.messages();
     assert_eq!(m[0].from, "", "null reverse-path");
@@ -124,16 +146,24 @@ async fn bare_lf_and_long_lines_are_refused() {
     let input = b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\nline\nnext\r\n.\n.\r\n\
 MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\nbare\rcr\r\n.\r\n";
     let mut input = input.to_vec();
-    let long = format!("MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n{}\r\n.\r\nQUIT\r\n", "y".repeat(1200));
+    let long = format!(
+        "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n{}\r\n.\r\nQUIT\r\n",
+        "y".repeat(1200)
+    );
     input.extend_from_slice(long.as_bytes());
     let (out, handler) = transcript(inbound(), &input).await;
     assert_eq!(
         codes(&out),
-        vec![220, 250, 250, 250, 354, 550, 250, 250, 354, 550, 250, 250, 354, 550, 221],
+        vec![
+            220, 250, 250, 250, 354, 550, 250, 250, 354, 550, 250, 250, 354, 550, 221
+        ],
         "{out}"
     );
     assert!(out.contains("550 5.6.0 Bare CR or LF"), "{out}");
-    assert!(out.contains("550 5.6.0 Message line longer than 1000"), "{out}");
+    assert!(
+        out.contains("550 5.6.0 Message line longer than 1000"),
+        "{out}"
+    );
     assert!(handler.messages().is_empty());
 }
 
@@ -159,7 +189,13 @@ async fn command_timeout_gives_421() {
     config.command_timeout = Duration::from_millis(50);
     let handler = Arc::new(TestHandler::default());
     let (mut client, server) = tokio::io::duplex(4096);
-    let task = tokio::spawn(handle_connection(server, peer(), Arc::new(config), handler, None));
+    let task = tokio::spawn(handle_connection(
+        server,
+        peer(),
+        Arc::new(config),
+        handler,
+        None,
+    ));
     let mut out = String::new();
     // The client never writes; the server gives up and closes.
     client.read_to_string(&mut out).await.unwrap();
@@ -174,7 +210,10 @@ fn submission_plain() -> SessionConfig {
 
 #[tokio::test]
 async fn submission_without_tls_offers_no_auth() {
-    let input = format!("EHLO c\r\nAUTH PLAIN {}\r\nMAIL FROM:<alice@x>\r\nQUIT\r\n", b64("\0alice\0secret"));
+    let input = format!(
+        "EHLO c\r\nAUTH PLAIN {}\r\nMAIL FROM:<alice@x>\r\nQUIT\r\n",
+        b64("\0alice\0secret")
+    );
     let (out, _) = transcript(submission_plain(), input.as_bytes()).await;
     assert!(!out.contains("AUTH"), "{out}");
     // RFC 4954 §6: 538 without encryption; 530 for MAIL before AUTH.
@@ -193,11 +232,23 @@ fn tls_config(mode: Mode) -> (SessionConfig, rustls::RootCertStore) {
 async fn client_over_duplex(
     config: SessionConfig,
     tls: ClientTls,
-) -> (SmtpClient, Arc<TestHandler>, tokio::task::JoinHandle<std::io::Result<()>>) {
+) -> (
+    SmtpClient,
+    Arc<TestHandler>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let handler = Arc::new(TestHandler::default());
     let (client, server) = tokio::io::duplex(1 << 16);
-    let task = tokio::spawn(handle_connection(server, peer(), Arc::new(config), handler.clone(), None));
-    let client = SmtpClient::from_stream(client, tls, Timeouts::default()).await.unwrap();
+    let task = tokio::spawn(handle_connection(
+        server,
+        peer(),
+        Arc::new(config),
+        handler.clone(),
+        None,
+    ));
+    let client = SmtpClient::from_stream(client, tls, Timeouts::default())
+        .await
+        .unwrap();
     (client, handler, task)
 }
 
@@ -225,9 +276,17 @@ async fn auth_after_starttls_and_pipelined_send() {
     c.auth_plain("alice", "secret").await.unwrap();
     // RFC 4954 §4: a second AUTH is out of order.
     let err = c.auth_login("alice", "secret").await.unwrap_err();
-    assert!(err.to_string().starts_with("AUTH LOGIN: server replied 503"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("AUTH LOGIN: server replied 503"),
+        "{err}"
+    );
     let result = c
-        .send("alice@x", &["b@y", "nobody@y", "c@y"], b"Subject: t\n\n.leading dot\nend")
+        .send(
+            "alice@x",
+            &["b@y", "nobody@y", "c@y"],
+            b"Subject: t\n\n.leading dot\nend",
+        )
         .await
         .unwrap();
     assert_eq!(result.delivered(), vec!["b@y", "c@y"]);
@@ -246,7 +305,8 @@ async fn auth_after_starttls_and_pipelined_send() {
 async fn auth_login_over_implicit_tls_and_failures_slow_down_then_disconnect() {
     let (mut config, roots) = tls_config(Mode::Submission);
     config.implicit_tls = true;
-    let (mut c, _, task) = client_over_duplex(config, ClientTls::implicit(roots, "localhost")).await;
+    let (mut c, _, task) =
+        client_over_duplex(config, ClientTls::implicit(roots, "localhost")).await;
     assert!(c.is_tls());
     c.ehlo("client.test").await.unwrap();
     assert!(c.has_capability("AUTH") && !c.has_capability("STARTTLS"));
@@ -256,7 +316,11 @@ async fn auth_login_over_implicit_tls_and_failures_slow_down_then_disconnect() {
         assert!(err.to_string().contains("535 5.7.8"), "{err}");
     }
     // 20 ms then 40 ms bounded to 30 ms.
-    assert!(start.elapsed() >= Duration::from_millis(50), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(50),
+        "{:?}",
+        start.elapsed()
+    );
     let err = c.auth_plain("alice", "wrong").await.unwrap_err();
     assert!(err.to_string().contains("535"), "{err}");
     // After the third failure the server says 421 and closes.
@@ -268,7 +332,8 @@ async fn auth_login_over_implicit_tls_and_failures_slow_down_then_disconnect() {
 #[tokio::test]
 async fn sasl_exchanges() {
     let (config, roots) = tls_config(Mode::Submission);
-    let (mut c, _, _task) = client_over_duplex(config, ClientTls::starttls(roots, "localhost")).await;
+    let (mut c, _, _task) =
+        client_over_duplex(config, ClientTls::starttls(roots, "localhost")).await;
     c.starttls().await.unwrap();
     c.ehlo("c").await.unwrap();
     // Cancel, bad base64, unknown mechanism, authzid of another user.
@@ -277,7 +342,13 @@ async fn sasl_exchanges() {
     assert_eq!(c.command("AUTH PLAIN !!!").await.unwrap().code, 501);
     assert_eq!(c.command("AUTH CRAM-MD5").await.unwrap().code, 504);
     let other = b64("bob\0alice\0secret");
-    assert_eq!(c.command(&format!("AUTH PLAIN {other}")).await.unwrap().code, 535);
+    assert_eq!(
+        c.command(&format!("AUTH PLAIN {other}"))
+            .await
+            .unwrap()
+            .code,
+        535
+    );
     // Empty challenge then the response.
     assert_eq!(c.command("AUTH PLAIN").await.unwrap().code, 334);
     assert_eq!(c.command(&b64("\0alice\0secret")).await.unwrap().code, 235);
@@ -288,9 +359,18 @@ async fn plaintext_pipelined_after_starttls_is_discarded() {
     let (config, _) = tls_config(Mode::Inbound);
     let handler = Arc::new(TestHandler::default());
     let (mut client, server) = tokio::io::duplex(1 << 16);
-    let task = tokio::spawn(handle_connection(server, peer(), Arc::new(config), handler, None));
+    let task = tokio::spawn(handle_connection(
+        server,
+        peer(),
+        Arc::new(config),
+        handler,
+        None,
+    ));
     // The injected NOOP must not be answered (in plaintext or later inside TLS).
-    client.write_all(b"EHLO c\r\nSTARTTLS\r\nNOOP\r\n").await.unwrap();
+    client
+        .write_all(b"EHLO c\r\nSTARTTLS\r\nNOOP\r\n")
+        .await
+        .unwrap();
     let mut out = Vec::new();
     let mut buf = [0u8; 1024];
     while !String::from_utf8_lossy(&out).contains("220 2.0.0") {
@@ -308,8 +388,22 @@ async fn plaintext_pipelined_after_starttls_is_discarded() {
 /// Random bytes, or a known command word followed by random text.
 fn command_line() -> impl Strategy<Value = Vec<u8>> {
     let words = prop::sample::select(vec![
-        "EHLO ", "HELO ", "MAIL FROM:<", "MAIL FROM:", "RCPT TO:<", "DATA", "AUTH PLAIN ",
-        "AUTH LOGIN ", "AUTH ", "STARTTLS", "RSET", "NOOP ", "VRFY ", "QUIT", "BDAT ", ".",
+        "EHLO ",
+        "HELO ",
+        "MAIL FROM:<",
+        "MAIL FROM:",
+        "RCPT TO:<",
+        "DATA",
+        "AUTH PLAIN ",
+        "AUTH LOGIN ",
+        "AUTH ",
+        "STARTTLS",
+        "RSET",
+        "NOOP ",
+        "VRFY ",
+        "QUIT",
+        "BDAT ",
+        ".",
     ]);
     prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..80),

@@ -37,7 +37,12 @@ async fn start(pki: &TestPki, mode: Mode, implicit_tls: bool) -> Server {
     let handler = Arc::new(TestHandler::default());
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(serve(listener, Arc::new(config), handler.clone(), rx));
-    Server { addr, handler, stop, task }
+    Server {
+        addr,
+        handler,
+        stop,
+        task,
+    }
 }
 
 fn roots(pki: &TestPki) -> rustls::RootCertStore {
@@ -48,22 +53,32 @@ fn roots(pki: &TestPki) -> rustls::RootCertStore {
 async fn our_client_starttls_submission_and_inbound_plaintext() {
     let pki = test_pki();
     let sub = start(&pki, Mode::Submission, false).await;
-    let mut c = SmtpClient::connect(sub.addr, ClientTls::starttls(roots(&pki), "localhost")).await.unwrap();
+    let mut c = SmtpClient::connect(sub.addr, ClientTls::starttls(roots(&pki), "localhost"))
+        .await
+        .unwrap();
     c.ehlo("client.test").await.unwrap();
     c.starttls().await.unwrap();
     c.ehlo("client.test").await.unwrap();
     c.auth_login("alice", "secret").await.unwrap();
-    let r = c.send("alice@x.test", &["b@y.test"], b"Subject: a\r\n\r\nbody\r\n").await.unwrap();
+    let r = c
+        .send("alice@x.test", &["b@y.test"], b"Subject: a\r\n\r\nbody\r\n")
+        .await
+        .unwrap();
     assert_eq!(r.delivered(), vec!["b@y.test"]);
     // A second transaction on the same connection.
-    let r = c.send("alice@x.test", &["c@y.test"], b"Subject: b\r\n\r\nbody\r\n").await.unwrap();
+    let r = c
+        .send("alice@x.test", &["c@y.test"], b"Subject: b\r\n\r\nbody\r\n")
+        .await
+        .unwrap();
     assert_eq!(r.delivered(), vec!["c@y.test"]);
     c.quit().await.unwrap();
     assert_eq!(sub.handler.messages().len(), 2);
     sub.stop().await;
 
     let inbound = start(&pki, Mode::Inbound, false).await;
-    let mut c = SmtpClient::connect(inbound.addr, ClientTls::none()).await.unwrap();
+    let mut c = SmtpClient::connect(inbound.addr, ClientTls::none())
+        .await
+        .unwrap();
     c.ehlo("peer.test").await.unwrap();
     let r = c.send("a@x.test", &["nobody@y.test"], b"x").await.unwrap();
     assert!(r.delivered().is_empty() && r.data.is_none());
@@ -78,16 +93,22 @@ async fn our_client_starttls_submission_and_inbound_plaintext() {
 async fn our_client_implicit_tls_and_certificate_checks() {
     let pki = test_pki();
     let sub = start(&pki, Mode::Submission, true).await;
-    let mut c = SmtpClient::connect(sub.addr, ClientTls::implicit(roots(&pki), "127.0.0.1")).await.unwrap();
+    let mut c = SmtpClient::connect(sub.addr, ClientTls::implicit(roots(&pki), "127.0.0.1"))
+        .await
+        .unwrap();
     c.ehlo("client.test").await.unwrap();
     c.auth_plain("alice", "secret").await.unwrap();
     c.send("alice@x.test", &["b@y.test"], b"hi").await.unwrap();
     c.quit().await.unwrap();
     // Wrong name and untrusted CA are refused, naming the step.
-    let err = SmtpClient::connect(sub.addr, ClientTls::implicit(roots(&pki), "other.test")).await.unwrap_err();
+    let err = SmtpClient::connect(sub.addr, ClientTls::implicit(roots(&pki), "other.test"))
+        .await
+        .unwrap_err();
     assert!(err.to_string().starts_with("implicit TLS: TLS:"), "{err}");
     let other = test_pki();
-    let err = SmtpClient::connect(sub.addr, ClientTls::implicit(roots(&other), "localhost")).await.unwrap_err();
+    let err = SmtpClient::connect(sub.addr, ClientTls::implicit(roots(&other), "localhost"))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("implicit TLS"), "{err}");
     sub.stop().await;
 }
@@ -96,17 +117,26 @@ async fn our_client_implicit_tls_and_certificate_checks() {
 async fn shutdown_ends_idle_sessions_with_421() {
     let pki = test_pki();
     let server = start(&pki, Mode::Inbound, false).await;
-    let mut c = SmtpClient::connect(server.addr, ClientTls::none()).await.unwrap();
+    let mut c = SmtpClient::connect(server.addr, ClientTls::none())
+        .await
+        .unwrap();
     c.ehlo("peer.test").await.unwrap();
     server.stop.send(true).unwrap();
-    let reply = c.read_reply("shutdown", Duration::from_secs(10)).await.unwrap();
+    let reply = c
+        .read_reply("shutdown", Duration::from_secs(10))
+        .await
+        .unwrap();
     assert_eq!((reply.code, reply.enhanced), (421, Some([4, 3, 2])));
     server.task.await.unwrap().unwrap();
 }
 
 /// Runs a program; `None` when it is not installed.
 async fn run(program: &str, args: &[&str]) -> Option<std::process::Output> {
-    match tokio::process::Command::new(program).args(args).output().await {
+    match tokio::process::Command::new(program)
+        .args(args)
+        .output()
+        .await
+    {
         Ok(out) => Some(out),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             eprintln!("NOTICE: {program} not installed; test skipped");
@@ -151,7 +181,12 @@ async fn python_smtplib_smtp_ssl_and_starttls() {
     for (mode, implicit) in [("ssl", true), ("starttls", false)] {
         let server = start(&pki, Mode::Submission, implicit).await;
         let port = server.addr.port().to_string();
-        let Some(out) = run("python3", &["-c", PYTHON, &port, mode, ca.to_str().unwrap()]).await else {
+        let Some(out) = run(
+            "python3",
+            &["-c", PYTHON, &port, mode, ca.to_str().unwrap()],
+        )
+        .await
+        else {
             server.stop().await;
             return;
         };
@@ -177,21 +212,39 @@ async fn swaks_starttls_and_implicit_tls_with_auth() {
         let server = start(&pki, Mode::Submission, implicit).await;
         let target = server.addr.to_string();
         let args = [
-            "--server", &target, flag, "--auth", "PLAIN", "--auth-user", "alice",
-            "--auth-password", "secret", "--from", "alice@x.test", "--to", "b@y.test",
-            "--timeout", "20",
+            "--server",
+            &target,
+            flag,
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "alice",
+            "--auth-password",
+            "secret",
+            "--from",
+            "alice@x.test",
+            "--to",
+            "b@y.test",
+            "--timeout",
+            "20",
         ];
         let Some(out) = run("swaks", &args).await else {
             server.stop().await;
             return;
         };
         let stdout = String::from_utf8_lossy(&out.stdout);
-        if stdout.contains("not available") || String::from_utf8_lossy(&out.stderr).contains("not available") {
+        if stdout.contains("not available")
+            || String::from_utf8_lossy(&out.stderr).contains("not available")
+        {
             eprintln!("NOTICE: swaks lacks TLS or AUTH support (perl modules); test skipped");
             server.stop().await;
             return;
         }
-        assert!(out.status.success(), "{flag}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{flag}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(stdout.contains("235 2.7.0"), "{stdout}");
         let m = server.handler.messages();
         assert_eq!(m.len(), 1, "{flag}: {stdout}");

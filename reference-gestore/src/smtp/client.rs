@@ -164,7 +164,10 @@ impl SendResult {
 
     /// The refused recipients with their replies.
     pub fn refused(&self) -> Vec<&RcptResult> {
-        self.rcpts.iter().filter(|r| !r.reply.is_positive()).collect()
+        self.rcpts
+            .iter()
+            .filter(|r| !r.reply.is_positive())
+            .collect()
     }
 }
 
@@ -209,7 +212,12 @@ impl SmtpClient {
         let step = "connect";
         let stream = match tokio::time::timeout(timeouts.connect, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(source)) => return Err(ClientError::Io { step: step.into(), source }),
+            Ok(Err(source)) => {
+                return Err(ClientError::Io {
+                    step: step.into(),
+                    source,
+                });
+            }
             Err(_) => return Err(ClientError::Timeout { step: step.into() }),
         };
         let _ = stream.set_nodelay(true);
@@ -289,7 +297,8 @@ impl SmtpClient {
         let config = crate::tls::client_config((*self.tls.roots).clone());
         let connector = tokio_rustls::TlsConnector::from(config);
         let plain = std::mem::replace(&mut self.stream, closed_stream());
-        let tls = match tokio::time::timeout(self.timeouts.connect, connector.connect(name, plain)).await
+        let tls = match tokio::time::timeout(self.timeouts.connect, connector.connect(name, plain))
+            .await
         {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(tls_err(e.to_string())),
@@ -300,14 +309,22 @@ impl SmtpClient {
         Ok(())
     }
 
-    async fn write(&mut self, step: &str, bytes: &[u8], timeout: Duration) -> Result<(), ClientError> {
+    async fn write(
+        &mut self,
+        step: &str,
+        bytes: &[u8],
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
         let write = async {
             self.stream.write_all(bytes).await?;
             self.stream.flush().await
         };
         match tokio::time::timeout(timeout, write).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(source)) => Err(ClientError::Io { step: step.into(), source }),
+            Ok(Err(source)) => Err(ClientError::Io {
+                step: step.into(),
+                source,
+            }),
             Err(_) => Err(ClientError::Timeout { step: step.into() }),
         }
     }
@@ -330,7 +347,12 @@ impl SmtpClient {
             let mut chunk = [0u8; 4096];
             match tokio::time::timeout(timeout, self.stream.read(&mut chunk)).await {
                 Err(_) => return Err(ClientError::Timeout { step: step.into() }),
-                Ok(Err(source)) => return Err(ClientError::Io { step: step.into(), source }),
+                Ok(Err(source)) => {
+                    return Err(ClientError::Io {
+                        step: step.into(),
+                        source,
+                    });
+                }
                 Ok(Ok(0)) => {
                     return Err(ClientError::Protocol {
                         step: step.into(),
@@ -343,7 +365,11 @@ impl SmtpClient {
     }
 
     /// Reads one (possibly multiline) reply.
-    pub async fn read_reply(&mut self, step: &str, timeout: Duration) -> Result<Reply, ClientError> {
+    pub async fn read_reply(
+        &mut self,
+        step: &str,
+        timeout: Duration,
+    ) -> Result<Reply, ClientError> {
         let mut lines = Vec::new();
         loop {
             let line = self.read_line(step, timeout).await?;
@@ -368,8 +394,17 @@ impl SmtpClient {
 
     /// Sends one command line (CRLF added) and reads its reply, whatever the code.
     pub async fn command(&mut self, line: &str) -> Result<Reply, ClientError> {
-        let step = line.split_whitespace().next().unwrap_or("command").to_ascii_uppercase();
-        self.write(&step, format!("{line}\r\n").as_bytes(), self.timeouts.command).await?;
+        let step = line
+            .split_whitespace()
+            .next()
+            .unwrap_or("command")
+            .to_ascii_uppercase();
+        self.write(
+            &step,
+            format!("{line}\r\n").as_bytes(),
+            self.timeouts.command,
+        )
+        .await?;
         self.read_reply(&step, self.timeouts.command).await
     }
 
@@ -379,7 +414,12 @@ impl SmtpClient {
     }
 
     async fn expect(&mut self, step: &str, line: &str, code: u16) -> Result<Reply, ClientError> {
-        self.write(step, format!("{line}\r\n").as_bytes(), self.timeouts.command).await?;
+        self.write(
+            step,
+            format!("{line}\r\n").as_bytes(),
+            self.timeouts.command,
+        )
+        .await?;
         let reply = self.read_reply(step, self.timeouts.command).await?;
         if reply.code != code {
             return Err(ClientError::Rejected {
@@ -435,14 +475,17 @@ impl SmtpClient {
     /// AUTH PLAIN with an initial response (RFC 4616, RFC 4954 §4).
     pub async fn auth_plain(&mut self, user: &str, password: &str) -> Result<Reply, ClientError> {
         let token = b64(format!("\0{user}\0{password}").as_bytes());
-        self.expect("AUTH PLAIN", &format!("AUTH PLAIN {token}"), 235).await
+        self.expect("AUTH PLAIN", &format!("AUTH PLAIN {token}"), 235)
+            .await
     }
 
     /// AUTH LOGIN (user name and password each after a 334).
     pub async fn auth_login(&mut self, user: &str, password: &str) -> Result<Reply, ClientError> {
         self.expect("AUTH LOGIN", "AUTH LOGIN", 334).await?;
-        self.expect("AUTH LOGIN user name", &b64(user.as_bytes()), 334).await?;
-        self.expect("AUTH LOGIN password", &b64(password.as_bytes()), 235).await
+        self.expect("AUTH LOGIN user name", &b64(user.as_bytes()), 334)
+            .await?;
+        self.expect("AUTH LOGIN password", &b64(password.as_bytes()), 235)
+            .await
     }
 
     /// One mail transaction: MAIL, every RCPT (refused ones are reported, the others go on),
@@ -478,18 +521,27 @@ impl SmtpClient {
             mail = self.read_reply("MAIL FROM", t).await?;
             for r in rcpts {
                 let reply = self.read_reply("RCPT TO", t).await?;
-                results.push(RcptResult { rcpt: r.to_string(), reply });
+                results.push(RcptResult {
+                    rcpt: r.to_string(),
+                    reply,
+                });
             }
             let data_reply = self.read_reply("DATA", t).await?;
             if !mail.is_positive() {
-                return Err(ClientError::Rejected { step: "MAIL FROM".into(), reply: mail });
+                return Err(ClientError::Rejected {
+                    step: "MAIL FROM".into(),
+                    reply: mail,
+                });
             }
             let accepted = results.iter().any(|r| r.reply.is_positive());
             if data_reply.code != 354 {
                 if !accepted {
                     return self.no_recipients(mail, results).await;
                 }
-                return Err(ClientError::Rejected { step: "DATA".into(), reply: data_reply });
+                return Err(ClientError::Rejected {
+                    step: "DATA".into(),
+                    reply: data_reply,
+                });
             }
             if !accepted {
                 // RFC 2920 §3.1: a server that says 354 anyway gets an empty message ended at once.
@@ -501,19 +553,30 @@ impl SmtpClient {
             mail = self.expect("MAIL FROM", &mail_cmd, 250).await?;
             for r in rcpts {
                 let reply = self.command(&format!("RCPT TO:<{r}>")).await?;
-                results.push(RcptResult { rcpt: r.to_string(), reply });
+                results.push(RcptResult {
+                    rcpt: r.to_string(),
+                    reply,
+                });
             }
             if !results.iter().any(|r| r.reply.is_positive()) {
                 return self.no_recipients(mail, results).await;
             }
             self.expect("DATA", "DATA", 354).await?;
         }
-        self.write("message data", &body, self.timeouts.data).await?;
+        self.write("message data", &body, self.timeouts.data)
+            .await?;
         let reply = self.read_reply("message data", self.timeouts.data).await?;
         if !reply.is_positive() {
-            return Err(ClientError::Rejected { step: "message data".into(), reply });
+            return Err(ClientError::Rejected {
+                step: "message data".into(),
+                reply,
+            });
         }
-        Ok(SendResult { mail, rcpts: results, data: Some(reply) })
+        Ok(SendResult {
+            mail,
+            rcpts: results,
+            data: Some(reply),
+        })
     }
 
     async fn no_recipients(
@@ -523,7 +586,11 @@ impl SmtpClient {
     ) -> Result<SendResult, ClientError> {
         // RFC 5321 §4.1.1.5: end the transaction.
         self.expect("RSET", "RSET", 250).await?;
-        Ok(SendResult { mail, rcpts, data: None })
+        Ok(SendResult {
+            mail,
+            rcpts,
+            data: None,
+        })
     }
 
     /// RSET.

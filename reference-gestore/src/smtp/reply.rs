@@ -138,7 +138,9 @@ impl Reply {
 }
 
 fn reply_code(line: &str) -> Result<u16, String> {
-    let digits = line.get(..3).filter(|d| d.bytes().all(|b| b.is_ascii_digit()));
+    let digits = line
+        .get(..3)
+        .filter(|d| d.bytes().all(|b| b.is_ascii_digit()));
     match (digits, line.as_bytes().get(3)) {
         (Some(d), None | Some(b' ' | b'-')) => {
             let code: u16 = d.parse().map_err(|_| format!("bad reply line {line:?}"))?;

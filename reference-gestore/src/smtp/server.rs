@@ -195,7 +195,9 @@ where
     let mut tls = false;
     if config.implicit_tls {
         let Some(tls_config) = config.tls.clone() else {
-            return Err(io::Error::other("implicit TLS configured without a certificate"));
+            return Err(io::Error::other(
+                "implicit TLS configured without a certificate",
+            ));
         };
         stream = accept_tls(stream, tls_config, config.tls_timeout).await?;
         tls = true;
@@ -233,7 +235,10 @@ async fn accept_tls(
     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => Ok(Box::new(tls)),
         Ok(Err(e)) => Err(io::Error::new(e.kind(), format!("TLS handshake: {e}"))),
-        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "TLS handshake timed out",
+        )),
     }
 }
 
@@ -357,7 +362,10 @@ impl<H: Handler> Session<H> {
         .await
         {
             Ok(result) => result,
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "writing a reply timed out")),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "writing a reply timed out",
+            )),
         }
     }
 
@@ -514,10 +522,10 @@ impl<H: Handler> Session<H> {
         }
         let mut lines = vec![
             greeting,
-            "PIPELINING".to_string(),        // RFC 2920
-            "8BITMIME".to_string(),          // RFC 6152
+            "PIPELINING".to_string(),                         // RFC 2920
+            "8BITMIME".to_string(),                           // RFC 6152
             format!("SIZE {}", self.config.max_message_size), // RFC 1870
-            "ENHANCEDSTATUSCODES".to_string(), // RFC 2034
+            "ENHANCEDSTATUSCODES".to_string(),                // RFC 2034
         ];
         if self.config.tls.is_some() && !self.info.tls {
             lines.push("STARTTLS".to_string()); // RFC 3207
@@ -572,7 +580,11 @@ impl<H: Handler> Session<H> {
             return Ok(self.error(Reply::new(503, [5, 5, 1], "Already authenticated")));
         }
         if self.in_transaction() {
-            return Ok(self.error(Reply::new(503, [5, 5, 1], "AUTH not allowed in a transaction")));
+            return Ok(self.error(Reply::new(
+                503,
+                [5, 5, 1],
+                "AUTH not allowed in a transaction",
+            )));
         }
         let credentials = if mechanism == smtp_proto::AUTH_PLAIN {
             self.auth_plain(initial).await?
@@ -580,7 +592,11 @@ impl<H: Handler> Session<H> {
             self.auth_login(initial).await?
         } else {
             // RFC 4954 §4: 504 for unknown mechanisms.
-            return Ok(self.error(Reply::new(504, [5, 5, 4], "Unrecognized authentication type")));
+            return Ok(self.error(Reply::new(
+                504,
+                [5, 5, 4],
+                "Unrecognized authentication type",
+            )));
         };
         let (user, password, authz_ok) = match credentials {
             Ok(pair) => pair,
@@ -602,16 +618,27 @@ impl<H: Handler> Session<H> {
             .min(self.config.auth_failure_max_delay);
         tokio::time::sleep(delay).await;
         // RFC 4954 §6: 535 invalid credentials.
-        self.reply(Reply::new(535, [5, 7, 8], "Authentication credentials invalid"));
+        self.reply(Reply::new(
+            535,
+            [5, 7, 8],
+            "Authentication credentials invalid",
+        ));
         if self.auth_failures >= self.config.max_auth_failures {
-            self.reply(Reply::new(421, [4, 7, 0], "Too many failed authentications"));
+            self.reply(Reply::new(
+                421,
+                [4, 7, 0],
+                "Too many failed authentications",
+            ));
             return Ok(Next::Close);
         }
         Ok(Next::Continue)
     }
 
     /// Reads one SASL response line after a 334 challenge. `Err(None)`: the session must end.
-    async fn sasl_response(&mut self, challenge: &str) -> io::Result<Result<Vec<u8>, Option<Reply>>> {
+    async fn sasl_response(
+        &mut self,
+        challenge: &str,
+    ) -> io::Result<Result<Vec<u8>, Option<Reply>>> {
         self.reply(Reply::plain(334, challenge));
         let limit = self.config.max_command_line;
         let line = match self.read_line(limit, self.config.command_timeout).await {
@@ -628,7 +655,11 @@ impl<H: Handler> Session<H> {
             Err(ReadError::Eof) => return Ok(Err(None)),
         };
         if line.too_long {
-            return Ok(Err(Some(Reply::new(500, [5, 5, 6], "Authentication exchange line too long"))));
+            return Ok(Err(Some(Reply::new(
+                500,
+                [5, 5, 6],
+                "Authentication exchange line too long",
+            ))));
         }
         let text = trim_eol(&line.bytes);
         Ok(decode_sasl(text))
@@ -652,7 +683,13 @@ impl<H: Handler> Session<H> {
         };
         // RFC 4616 §2: [authzid] NUL authcid NUL passwd.
         let parts: Vec<&[u8]> = decoded.split(|b| *b == 0).collect();
-        let bad = || Ok(Err(Some(Reply::new(501, [5, 5, 2], "Malformed AUTH PLAIN response"))));
+        let bad = || {
+            Ok(Err(Some(Reply::new(
+                501,
+                [5, 5, 2],
+                "Malformed AUTH PLAIN response",
+            ))))
+        };
         let [authzid, authcid, password] = parts.as_slice() else {
             return bad();
         };
@@ -693,7 +730,11 @@ impl<H: Handler> Session<H> {
         };
         match (String::from_utf8(user), String::from_utf8(password)) {
             (Ok(u), Ok(p)) if !u.is_empty() => Ok(Ok((u, p, true))),
-            _ => Ok(Err(Some(Reply::new(501, [5, 5, 2], "Malformed AUTH LOGIN response")))),
+            _ => Ok(Err(Some(Reply::new(
+                501,
+                [5, 5, 2],
+                "Malformed AUTH LOGIN response",
+            )))),
         }
     }
 
@@ -717,7 +758,10 @@ impl<H: Handler> Session<H> {
             return self.error(Reply::new(
                 552,
                 [5, 3, 4],
-                format!("Message size exceeds the limit of {} octets", self.config.max_message_size),
+                format!(
+                    "Message size exceeds the limit of {} octets",
+                    self.config.max_message_size
+                ),
             ));
         }
         let reply = self.handler.mail_from(&self.info, &from.address).await;
@@ -760,7 +804,9 @@ impl<H: Handler> Session<H> {
         let mut bare_eol = false;
         let mut long_line = false;
         loop {
-            let line = match self.read_line(self.config.max_data_line, self.config.data_timeout).await
+            let line = match self
+                .read_line(self.config.max_data_line, self.config.data_timeout)
+                .await
             {
                 Ok(line) => line,
                 Err(ReadError::Io(e)) => return Err(e),
@@ -781,7 +827,11 @@ impl<H: Handler> Session<H> {
             } else if bytes.as_slice() == b".\r\n" && !line.too_long {
                 break; // RFC 5321 §4.1.1.4: end of mail data.
             }
-            let content = if crlf { &bytes[..bytes.len() - 2] } else { &bytes[..bytes.len() - 1] };
+            let content = if crlf {
+                &bytes[..bytes.len() - 2]
+            } else {
+                &bytes[..bytes.len() - 1]
+            };
             if content.contains(&b'\r') {
                 bare_eol = true; // a CR not followed by LF
             }
@@ -807,20 +857,32 @@ impl<H: Handler> Session<H> {
             Reply::new(
                 552,
                 [5, 3, 4],
-                format!("Message size exceeds the limit of {} octets", self.config.max_message_size),
+                format!(
+                    "Message size exceeds the limit of {} octets",
+                    self.config.max_message_size
+                ),
             )
         } else if bare_eol {
             // RFC 5321 §2.3.8: CR and LF only as CRLF (choice written at the top of this file).
-            Reply::new(550, [5, 6, 0], "Bare CR or LF in message data; use CRLF line endings")
+            Reply::new(
+                550,
+                [5, 6, 0],
+                "Bare CR or LF in message data; use CRLF line endings",
+            )
         } else if long_line {
             // RFC 5321 §4.5.3.1.6: text lines up to 1000 octets with CRLF.
             Reply::new(
                 550,
                 [5, 6, 0],
-                format!("Message line longer than {} octets", self.config.max_data_line),
+                format!(
+                    "Message line longer than {} octets",
+                    self.config.max_data_line
+                ),
             )
         } else {
-            self.handler.data(&self.info, &from_done, &rcpts, message).await
+            self.handler
+                .data(&self.info, &from_done, &rcpts, message)
+                .await
         };
         self.reply(reply);
         Ok(Next::Continue)
@@ -845,5 +907,11 @@ fn decode_sasl(text: &[u8]) -> Result<Vec<u8>, Option<Reply>> {
     }
     base64::engine::general_purpose::STANDARD
         .decode(text)
-        .map_err(|_| Some(Reply::new(501, [5, 5, 2], "Invalid base64 in AUTH response")))
+        .map_err(|_| {
+            Some(Reply::new(
+                501,
+                [5, 5, 2],
+                "Invalid base64 in AUTH response",
+            ))
+        })
 }

@@ -41,8 +41,10 @@ fn builder(cn: &str, serial: u32, public: &PKey<Private>) -> openssl::x509::X509
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    b.set_not_before(&Asn1Time::from_unix(now - 3600).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::from_unix(now + 86400).unwrap()).unwrap();
+    b.set_not_before(&Asn1Time::from_unix(now - 3600).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::from_unix(now + 86400).unwrap())
+        .unwrap();
     b
 }
 
@@ -143,7 +145,13 @@ impl Handler for TestHandler {
         }
     }
 
-    async fn data(&self, info: &SessionInfo, from: &str, rcpts: &[String], message: Vec<u8>) -> Reply {
+    async fn data(
+        &self,
+        info: &SessionInfo,
+        from: &str,
+        rcpts: &[String],
+        message: Vec<u8>,
+    ) -> Reply {
         self.received.lock().unwrap().push(Received {
             from: from.to_string(),
             rcpts: rcpts.to_vec(),
