@@ -428,3 +428,30 @@ proptest! {
         }
     }
 }
+
+#[tokio::test]
+async fn client_reports_refused_content_and_all_recipients_refused() {
+    let (mut c, handler, task) = client_over_duplex(inbound(), ClientTls::none()).await;
+    c.ehlo("peer.test").await.unwrap();
+    // The handler's reply after DATA reaches the client as an error naming the step.
+    let err = c.send("a@x", &["refuse-data@y"], b"x").await.unwrap_err();
+    match &err {
+        ClientError::Rejected { step, reply } => {
+            assert_eq!(step, "message data");
+            assert_eq!((reply.code, reply.enhanced), (554, Some([5, 6, 0])));
+        }
+        other => panic!("{other}"),
+    }
+    // Every RCPT refused: no data is sent, the replies are reported, the session stays usable.
+    let r = c
+        .send("a@x", &["nobody1@y", "nobody2@y"], b"x")
+        .await
+        .unwrap();
+    assert_eq!(r.data, None);
+    assert_eq!(r.refused().len(), 2);
+    let r = c.send("a@x", &["b@y"], b"x").await.unwrap();
+    assert_eq!(r.delivered(), vec!["b@y"]);
+    c.quit().await.unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(handler.messages().len(), 1);
+}
