@@ -771,13 +771,15 @@ mod tests {
         d
     }
 
-    /// Runs `xmllint --nonet --noout --dtdvalid` on `xml`; `false` when xmllint is absent.
-    fn xmllint_accepts(xml: &str, name: &str) -> bool {
+    /// Runs `xmllint --nonet --noout --dtdvalid` on `xml` (the DTD also beside the file, where the
+    /// DOCTYPE points): `Some((valid, stderr))`, or `None` with a notice when xmllint is absent.
+    fn xmllint(xml: &str, name: &str) -> Option<(bool, String)> {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join(format!("{name}.xml"));
         std::fs::write(&file, xml).expect("write");
         let dtd = repo().join("fixtures/reference/daticert.dtd");
-        let out = match std::process::Command::new("xmllint")
+        std::fs::copy(&dtd, dir.path().join("daticert.dtd")).expect("copy dtd");
+        match std::process::Command::new("xmllint")
             .arg("--nonet")
             .arg("--noout")
             .arg("--dtdvalid")
@@ -785,19 +787,24 @@ mod tests {
             .arg(&file)
             .output()
         {
-            Ok(out) => out,
+            Ok(out) => Some((
+                out.status.success(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 eprintln!("NOTICE: xmllint not found, DTD validation of {name} skipped");
-                return false;
+                None
             }
             Err(e) => panic!("xmllint: {e}"),
-        };
-        assert!(
-            out.status.success(),
-            "xmllint refused {name}: {}\n{xml}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        true
+        }
+    }
+
+    /// Asserts that xmllint accepts `xml` (skipped with a notice when xmllint is absent).
+    fn assert_dtd_valid(xml: &str, name: &str) {
+        if let Some((valid, stderr)) = xmllint(xml, name) {
+            assert!(valid, "xmllint refused {name}: {stderr}\n{xml}");
+            assert!(stderr.is_empty(), "xmllint warned on {name}: {stderr}");
+        }
     }
 
     #[test]
@@ -812,6 +819,7 @@ mod tests {
             let again = Daticert::from_xml(d.to_xml().as_bytes()).expect("re-read");
             assert_eq!(again, d, "{f:?}");
             let written = d.to_xml();
+            assert_dtd_valid(&written, "real");
             // The real files differ from ours only by the DOCTYPE line and the final newline.
             let ours = written.replacen(&format!("{DOCTYPE}\n"), "", 1);
             let theirs = String::from_utf8(bytes).expect("utf-8");
@@ -860,7 +868,7 @@ mod tests {
             assert!(xml.contains("<msgid>&lt;client-1234@host.example&gt;</msgid>"));
             assert_eq!(Daticert::from_xml(xml.as_bytes()).expect("re-read"), d, "{tipo}");
             assert_eq!(d.validate(), Vec::<String>::new(), "{tipo}");
-            xmllint_accepts(&xml, tipo.as_str());
+            assert_dtd_valid(&xml, tipo.as_str());
             insta::assert_snapshot!(format!("to_xml_{tipo}"), xml);
         }
     }
@@ -1110,9 +1118,14 @@ mod tests {
         assert!(problems[2].contains("<ora> `6:26:32`"));
         assert!(problems[3].contains("zona=\"+01:00\""));
         assert!(problems[4].contains("<mittente> contains U+0001"));
-        // The writer still produces well-formed XML, without the control character.
+        // The writer still produces well-formed XML, without the control character; the DTD
+        // oracle refuses it for the missing destinatari.
         let xml = d.to_xml();
         assert!(xml.contains("a\u{FFFD}b@pec.example.it"));
+        assert!(Daticert::from_xml(xml.as_bytes()).is_ok());
+        if let Some((valid, stderr)) = xmllint(&xml, "no-destinatari") {
+            assert!(!valid && stderr.contains("destinatari+"), "{stderr}");
+        }
     }
 
     proptest! {
