@@ -540,6 +540,11 @@ fn parse_tree(xml: &str) -> Result<Node, DaticertError> {
             }
             Event::Empty(s) => {
                 count += 1;
+                if count > MAX_ELEMENTS {
+                    return Err(DaticertError::Invalid(format!(
+                        "document too large at byte {at}"
+                    )));
+                }
                 element(&s, at, &stack)?
             }
             Event::End(_) => stack.pop().ok_or_else(|| {
@@ -1141,6 +1146,8 @@ mod tests {
     fn deep_nesting_is_refused_without_recursion() {
         let xml = format!("<postacert>{}", "<a>".repeat(100_000));
         assert!(invalid(&xml).contains("too deep"));
+        let xml = format!("<postacert>{}</postacert>", "<a/>".repeat(MAX_ELEMENTS + 1));
+        assert!(invalid(&xml).contains("too large"));
     }
 
     #[test]
