@@ -56,7 +56,10 @@ pub enum DirectoryError {
     Ldif { line: usize, message: String },
     /// I/O.
     #[error("directory {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     /// The signed `.p7m` does not verify: bad signature, altered content, or a signer that does not
     /// chain to the trusted certificates (RFC 6109 §4.5).
     #[error("directory p7m signature is not valid: {message}")]
@@ -293,7 +296,8 @@ fn parse_attr(line: &Line) -> Result<Attr, DirectoryError> {
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
             || (!name.is_empty() && name.chars().all(|c| c.is_ascii_digit() || c == '.'));
         name_ok
-            && parts.all(|o| !o.is_empty() && o.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+            && parts
+                .all(|o| !o.is_empty() && o.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
     };
     if !valid_name {
         return Err(ldif_err(
@@ -402,7 +406,9 @@ fn is_atext(c: char) -> bool {
 
 /// RFC 5322 `dot-atom-text`.
 fn is_dot_atom(s: &str) -> bool {
-    !s.is_empty() && s.split('.').all(|p| !p.is_empty() && p.chars().all(is_atext))
+    !s.is_empty()
+        && s.split('.')
+            .all(|p| !p.is_empty() && p.chars().all(is_atext))
 }
 
 /// Builds one provider entry from its record, checking the `provider` class (RFC 6109 §4.5.1–§4.5.9).
@@ -417,19 +423,18 @@ fn provider_from_record(rec: Record) -> Result<ProviderEntry, DirectoryError> {
     for attr in rec.attrs {
         let base = attr.base_name().to_ascii_lowercase();
         // RFC 6109 §4.5.3, §4.5.4, §4.5.6, §4.5.7: SINGLE-VALUE attributes.
-        if matches!(
+        let single = matches!(
             base.as_str(),
             "providername" | "mailreceipt" | "ldiflocationurl" | "providerunit"
-        ) {
-            if let Some(first) = single_seen.insert(base.clone(), attr.line) {
-                return Err(ldif_err(
-                    attr.line,
-                    format!(
-                        "{} is single-valued but already appears at line {first}",
-                        attr.base_name()
-                    ),
-                ));
-            }
+        );
+        if single && let Some(first) = single_seen.insert(base.clone(), attr.line) {
+            return Err(ldif_err(
+                attr.line,
+                format!(
+                    "{} is single-valued but already appears at line {first}",
+                    attr.base_name()
+                ),
+            ));
         }
         match base.as_str() {
             "providername" => {
@@ -519,7 +524,9 @@ fn provider_from_record(rec: Record) -> Result<ProviderEntry, DirectoryError> {
         if !certificate_hashes.contains(&h) {
             return Err(ldif_err(
                 *line,
-                format!("providerCertificate has SHA-1 {h}, which no providerCertificateHash of entry {who:?} lists"),
+                format!(
+                    "providerCertificate has SHA-1 {h}, which no providerCertificateHash of entry {who:?} lists"
+                ),
             ));
         }
     }
@@ -598,7 +605,8 @@ impl Directory {
                 continue;
             }
             let is_provider = rec.attrs.iter().any(|a| {
-                a.is("providerName") || (a.is("objectClass") && a.value.eq_ignore_ascii_case(b"provider"))
+                a.is("providerName")
+                    || (a.is("objectClass") && a.value.eq_ignore_ascii_case(b"provider"))
             });
             if !is_provider {
                 return Err(ldif_err(
@@ -613,7 +621,12 @@ impl Directory {
                 .attrs
                 .iter()
                 .filter(|a| a.is("managedDomains"))
-                .map(|a| (String::from_utf8_lossy(&a.value).to_ascii_lowercase(), a.line))
+                .map(|a| {
+                    (
+                        String::from_utf8_lossy(&a.value).to_ascii_lowercase(),
+                        a.line,
+                    )
+                })
                 .collect();
             let dn_line = rec.dn_line;
             let entry = provider_from_record(rec)?;
@@ -735,7 +748,11 @@ impl Directory {
 
     /// Writes the directory as its distributed form: DER PKCS#7 signed-data, LDIF attached, the
     /// signer's certificate included (RFC 6109 §4.5).
-    pub fn sign_p7m(&self, key: &PKeyRef<Private>, cert: &X509Ref) -> Result<Vec<u8>, DirectoryError> {
+    pub fn sign_p7m(
+        &self,
+        key: &PKeyRef<Private>,
+        cert: &X509Ref,
+    ) -> Result<Vec<u8>, DirectoryError> {
         let err = |e: openssl::error::ErrorStack| DirectoryError::P7m {
             message: format!("signing failed: {e}"),
         };
@@ -743,8 +760,8 @@ impl Directory {
         let ldif = self.to_ldif();
         // BINARY: the LDIF bytes are signed as they are, no MIME canonicalisation; no DETACHED:
         // the content is inside the structure.
-        let p7 = Pkcs7::sign(cert, key, &no_extra, ldif.as_bytes(), Pkcs7Flags::BINARY)
-            .map_err(err)?;
+        let p7 =
+            Pkcs7::sign(cert, key, &no_extra, ldif.as_bytes(), Pkcs7Flags::BINARY).map_err(err)?;
         p7.to_der().map_err(err)
     }
 

@@ -13,7 +13,9 @@ use proptest::string::string_regex;
 use std::path::PathBuf;
 
 fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures")
+        .join(rel)
 }
 
 fn rfc_example() -> Directory {
@@ -56,7 +58,10 @@ fn reads_the_rfc_example() {
     let main = &d.providers[0];
     assert_eq!(main.name, "Anonymous Certified Mail S.p.A.");
     assert_eq!(main.provider_unit(), None);
-    assert_eq!(main.dn(), "providerName=Anonymous Certified Mail S.p.A.,o=postacert");
+    assert_eq!(
+        main.dn(),
+        "providerName=Anonymous Certified Mail S.p.A.,o=postacert"
+    );
     assert_eq!(main.other_value("dn"), None, "a canonical dn is not kept");
     // Upper case in the RFC, normalised to lower case.
     assert_eq!(
@@ -96,7 +101,9 @@ fn reads_the_rfc_example() {
     let postal = &d.providers[2];
     assert_eq!(postal.name, "Postal Services S.r.l.");
     assert_eq!(postal.certificates[0].len(), 802);
-    assert!(postal.has_certificate_hash("E0:0F:DD:9D:88:BE:0E:2C:C7:66:B8:93:31:5C:AF:93:D5:70:1A:6A"));
+    assert!(
+        postal.has_certificate_hash("E0:0F:DD:9D:88:BE:0E:2C:C7:66:B8:93:31:5C:AF:93:D5:70:1A:6A")
+    );
 }
 
 #[test]
@@ -133,11 +140,13 @@ fn real_providers_by_certificate() {
     let d = real();
     assert_eq!(d.providers.len(), 2);
     assert_eq!(
-        d.provider_for_certificate(&aruba_cert()).map(|p| p.name.as_str()),
+        d.provider_for_certificate(&aruba_cert())
+            .map(|p| p.name.as_str()),
         Some("ARUBA PEC S.p.A.")
     );
     assert_eq!(
-        d.provider_for_certificate(&namirial_cert()).map(|p| p.name.as_str()),
+        d.provider_for_certificate(&namirial_cert())
+            .map(|p| p.name.as_str()),
         Some("Namirial S.p.A.")
     );
     assert_eq!(
@@ -174,7 +183,8 @@ fn certificate_hash_compared_ignoring_case_and_colons() {
         vec!["61:A9:E2:86:5E:EE:E6:C4:2C:B8:75:6B:86:56:73:37:C6:4C:DE:C3".to_string()];
     d.providers[1].certificates.clear();
     assert_eq!(
-        d.provider_for_certificate(&namirial_cert()).map(|p| p.name.as_str()),
+        d.provider_for_certificate(&namirial_cert())
+            .map(|p| p.name.as_str()),
         Some("Namirial S.p.A.")
     );
     // And as read from LDIF.
@@ -191,15 +201,20 @@ fn certificate_hash_compared_ignoring_case_and_colons() {
 fn domain_lookups() {
     let d = real();
     assert_eq!(
-        d.provider_for_domain("PEC.Aruba.IT").map(|p| p.name.as_str()),
+        d.provider_for_domain("PEC.Aruba.IT")
+            .map(|p| p.name.as_str()),
         Some("ARUBA PEC S.p.A.")
     );
     assert_eq!(
-        d.provider_for_domain("pec.aruba.it.").map(|p| p.name.as_str()),
+        d.provider_for_domain("pec.aruba.it.")
+            .map(|p| p.name.as_str()),
         Some("ARUBA PEC S.p.A.")
     );
     assert!(d.provider_for_domain("aruba.it").is_none());
-    assert!(d.provider_for_domain("x.pec.aruba.it").is_none(), "exact domain only");
+    assert!(
+        d.provider_for_domain("x.pec.aruba.it").is_none(),
+        "exact domain only"
+    );
     assert!(d.provider_for_domain("").is_none());
     assert!(d.provider_for_domain("example.com").is_none());
 
@@ -221,7 +236,8 @@ fn domain_lookups() {
     );
 
     assert_eq!(
-        d.provider_by_name("aruba pec s.p.a.").map(|p| p.mail_receipt.as_str()),
+        d.provider_by_name("aruba pec s.p.a.")
+            .map(|p| p.mail_receipt.as_str()),
         Some("posta-certificata@pec.aruba.it")
     );
     assert!(d.provider_by_name("Aruba").is_none());
@@ -233,18 +249,26 @@ fn malformed_ldif_names_the_line() {
     assert!(Directory::from_ldif(good).is_ok());
     let cases: &[(&str, usize, &str)] = &[
         (" continued\n", 1, "continuation"),
-        ("dn: o=postacert\nthis line has no colon\n", 2, "attribute: value"),
+        (
+            "dn: o=postacert\nthis line has no colon\n",
+            2,
+            "attribute: value",
+        ),
         ("objectClass: top\n", 1, "must start with `dn:`"),
         ("version: 2\n", 1, "version"),
-        ("dn: o=postacert\n\n# c\ndn: o=postacert\n", 4, "second root"),
         (
-            "dn: cn=x,o=postacert\ncn: x\n",
-            1,
-            "neither the root",
+            "dn: o=postacert\n\n# c\ndn: o=postacert\n",
+            4,
+            "second root",
         ),
+        ("dn: cn=x,o=postacert\ncn: x\n", 1, "neither the root"),
         ("dn: o=postacert\ndescription:: !!!notbase64\n", 2, "base64"),
         ("dn: o=postacert\ndescription:: /w==\n", 2, "not UTF-8"),
-        ("dn: o=postacert\ndescription:< file:///etc/passwd\n", 2, "URL"),
+        (
+            "dn: o=postacert\ndescription:< file:///etc/passwd\n",
+            2,
+            "URL",
+        ),
         ("dn: o=postacert\nchangetype: add\n", 2, "change records"),
         ("dn: o=postacert\nbad name: x\n", 2, "attribute description"),
         (
@@ -252,11 +276,7 @@ fn malformed_ldif_names_the_line() {
             1,
             "no mailReceipt",
         ),
-        (
-            &good.replace("providerName: P\n", ""),
-            1,
-            "no providerName",
-        ),
+        (&good.replace("providerName: P\n", ""), 1, "no providerName"),
         (
             &good.replace("managedDomains: p.example\n", ""),
             1,
@@ -272,13 +292,12 @@ fn malformed_ldif_names_the_line() {
             3,
             "single-valued",
         ),
+        (&good.replace("r@p.example", "<r@p.example>"), 4, "dot-atom"),
         (
-            &good.replace("r@p.example", "<r@p.example>"),
-            4,
-            "dot-atom",
-        ),
-        (
-            &good.replace("managedDomains: p.example\n", "managedDomains: p..example\n"),
+            &good.replace(
+                "managedDomains: p.example\n",
+                "managedDomains: p..example\n",
+            ),
             5,
             "dot-atom",
         ),
@@ -288,7 +307,10 @@ fn malformed_ldif_names_the_line() {
             "appears twice",
         ),
         (
-            &format!("{good}\n{}", good.replace("=P,", "=Q,").replace(": P\n", ": Q\n")),
+            &format!(
+                "{good}\n{}",
+                good.replace("=P,", "=Q,").replace(": P\n", ": Q\n")
+            ),
             11,
             "already managed by the entry at line 1",
         ),
@@ -306,9 +328,15 @@ fn malformed_ldif_names_the_line() {
     for (text, line, needle) in cases {
         let (got_line, message) = ldif_error(text);
         assert_eq!(got_line, *line, "{text:?}: {message}");
-        assert!(message.contains(needle), "{text:?}: {message:?} lacks {needle:?}");
+        assert!(
+            message.contains(needle),
+            "{text:?}: {message:?} lacks {needle:?}"
+        );
         let shown = Directory::from_ldif(text).unwrap_err().to_string();
-        assert!(shown.starts_with(&format!("directory LDIF line {line}: ")), "{shown}");
+        assert!(
+            shown.starts_with(&format!("directory LDIF line {line}: ")),
+            "{shown}"
+        );
     }
 }
 
@@ -320,7 +348,10 @@ fn certificate_without_its_hash_is_refused() {
     );
     let (line, message) = ldif_error(&text);
     assert_eq!(line, 7);
-    assert!(message.contains("61a9e2865eeee6c42cb8756b86567337c64cdec3"), "{message}");
+    assert!(
+        message.contains("61a9e2865eeee6c42cb8756b86567337c64cdec3"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -344,7 +375,10 @@ fn load_names_the_missing_file() {
 fn entry_strategy() -> impl Strategy<Value = ProviderEntry> {
     let label = "[a-z0-9]{1,8}";
     let domain = format!("{label}(\\.{label}){{1,2}}");
-    let pool = vec![aruba_cert().to_der().unwrap(), namirial_cert().to_der().unwrap()];
+    let pool = vec![
+        aruba_cert().to_der().unwrap(),
+        namirial_cert().to_der().unwrap(),
+    ];
     (
         "[A-Za-z0-9àé#][^\\p{C}]{0,30}",
         proptest::collection::vec(string_regex(&domain).unwrap(), 1..4),
@@ -369,7 +403,11 @@ fn entry_strategy() -> impl Strategy<Value = ProviderEntry> {
                 if let Some(u) = unit {
                     other.push(("providerUnit".to_string(), u));
                 }
-                other.extend(descriptions.into_iter().map(|d| ("description".to_string(), d)));
+                other.extend(
+                    descriptions
+                        .into_iter()
+                        .map(|d| ("description".to_string(), d)),
+                );
                 Some(ProviderEntry {
                     name,
                     managed_domains,
@@ -455,12 +493,21 @@ fn test_pki(ca_cn: &str) -> TestPki {
     b.set_subject_name(&name(ca_cn)).unwrap();
     b.set_issuer_name(&name(ca_cn)).unwrap();
     b.set_pubkey(&ca_key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(30).unwrap()).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
     b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
         .unwrap();
-    b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build().unwrap())
-        .unwrap();
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
     b.sign(&ca_key, MessageDigest::sha256()).unwrap();
     let ca = b.build();
 
@@ -468,18 +515,32 @@ fn test_pki(ca_cn: &str) -> TestPki {
     let mut b = X509Builder::new().unwrap();
     b.set_version(2).unwrap();
     b.set_serial_number(&serial()).unwrap();
-    b.set_subject_name(&name("Indice dei gestori PEC (test)")).unwrap();
+    b.set_subject_name(&name("Indice dei gestori PEC (test)"))
+        .unwrap();
     b.set_issuer_name(ca.subject_name()).unwrap();
     b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(30).unwrap()).unwrap();
-    b.append_extension(BasicConstraints::new().build().unwrap()).unwrap();
-    b.append_extension(KeyUsage::new().critical().digital_signature().build().unwrap())
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
         .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    b.append_extension(BasicConstraints::new().build().unwrap())
+        .unwrap();
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .digital_signature()
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
     b.append_extension(ExtendedKeyUsage::new().email_protection().build().unwrap())
         .unwrap();
     b.sign(&ca_key, MessageDigest::sha256()).unwrap();
-    TestPki { ca, key, cert: b.build() }
+    TestPki {
+        ca,
+        key,
+        cert: b.build(),
+    }
 }
 
 #[test]
@@ -489,13 +550,22 @@ fn signed_p7m_round_trip_and_refusals() {
     let der = d.sign_p7m(&pki.key, &pki.cert).unwrap();
 
     // Trusting the CA, or the signing certificate itself.
-    assert_eq!(Directory::from_signed_p7m(&der, &[pki.ca.clone()]).unwrap(), d);
-    assert_eq!(Directory::from_signed_p7m(&der, &[pki.cert.clone()]).unwrap(), d);
+    assert_eq!(
+        Directory::from_signed_p7m(&der, std::slice::from_ref(&pki.ca)).unwrap(),
+        d
+    );
+    assert_eq!(
+        Directory::from_signed_p7m(&der, std::slice::from_ref(&pki.cert)).unwrap(),
+        d
+    );
 
     // No trust anchor, or another CA: refused as a bad signature.
     for trust in [vec![], vec![test_pki("Another CA").ca]] {
         let err = Directory::from_signed_p7m(&der, &trust).unwrap_err();
-        assert!(matches!(err, DirectoryError::BadSignature { .. }), "{err:?}");
+        assert!(
+            matches!(err, DirectoryError::BadSignature { .. }),
+            "{err:?}"
+        );
     }
 
     // One byte of the signed LDIF changed.
@@ -506,12 +576,16 @@ fn signed_p7m_round_trip_and_refusals() {
         .expect("the LDIF is attached");
     let mut tampered = der.clone();
     tampered[at] = b'S';
-    let err = Directory::from_signed_p7m(&tampered, &[pki.ca.clone()]).unwrap_err();
-    assert!(matches!(err, DirectoryError::BadSignature { .. }), "{err:?}");
+    let err = Directory::from_signed_p7m(&tampered, std::slice::from_ref(&pki.ca)).unwrap_err();
+    assert!(
+        matches!(err, DirectoryError::BadSignature { .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("signature is not valid"), "{err}");
 
     // Not PKCS#7 at all.
-    let err = Directory::from_signed_p7m(b"dn: o=postacert\n", &[pki.ca.clone()]).unwrap_err();
+    let err = Directory::from_signed_p7m(b"dn: o=postacert\n", std::slice::from_ref(&pki.ca))
+        .unwrap_err();
     assert!(matches!(err, DirectoryError::P7m { .. }), "{err:?}");
 
     // A key that does not belong to the certificate cannot sign.
@@ -525,7 +599,10 @@ fn signed_p7m_round_trip_and_refusals() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("igpec.ldif.p7m");
     std::fs::write(&path, &der).unwrap();
-    assert_eq!(Directory::load_signed(&path, &[pki.ca.clone()]).unwrap(), d);
+    assert_eq!(
+        Directory::load_signed(&path, std::slice::from_ref(&pki.ca)).unwrap(),
+        d
+    );
 }
 
 #[test]
