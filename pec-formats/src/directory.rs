@@ -31,7 +31,7 @@ pub const BASE_DN: &str = "o=postacert";
 /// 76 is the customary one).
 const FOLD_WIDTH: usize = 76;
 
-/// One provider's entry (`objectClass: providerPECAuthority`-like; RFC 6109 §4.5 attributes).
+/// One provider record, main or secondary environment (`objectClass: provider`, RFC 6109 §4.5.9).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderEntry {
     /// `providerName`: the descriptive name (the `gestore-emittente` of its daticert).
