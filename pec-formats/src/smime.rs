@@ -670,6 +670,46 @@ fn check_validity(cert: &X509Ref, at: DateTime<Utc>) -> Result<Outcome, SmimeErr
     }
 }
 
+/// The signingTime signed attribute of a detached signature (RFC 5652 §11.3), if present: the time
+/// the provider claims to have signed, e.g. to verify a stored message at its own date.
+pub fn signing_time(p7s_der: &[u8]) -> Result<Option<DateTime<Utc>>, SmimeError> {
+    let parsed = match der::parse_signed_data(p7s_der) {
+        Ok(p) => p,
+        Err(first) => {
+            let cms = openssl::cms::CmsContentInfo::from_der(p7s_der)
+                .map_err(|_| SmimeError::BadSignature(first.clone()))?;
+            der::parse_signed_data(&cms.to_der()?).map_err(SmimeError::BadSignature)?
+        }
+    };
+    let Some((tag, text)) = parsed.signer.signed_attrs.and_then(|a| a.signing_time) else {
+        return Ok(None);
+    };
+    parse_der_time(tag, &text)
+        .map(Some)
+        .ok_or_else(|| SmimeError::BadSignature("unreadable signingTime attribute".into()))
+}
+
+/// RFC 5280 §4.1.2.5.1–2: `YYMMDDHHMMSSZ` (50–99 = 19xx) or `YYYYMMDDHHMMSS[.f]Z`.
+fn parse_der_time(tag: u8, text: &[u8]) -> Option<DateTime<Utc>> {
+    use chrono::TimeZone;
+    let text = std::str::from_utf8(text).ok()?.strip_suffix('Z')?;
+    let (year, rest) = match tag {
+        der::UTC_TIME => {
+            let yy: i32 = text.get(..2)?.parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, text.get(2..)?)
+        }
+        der::GENERALIZED_TIME => (text.get(..4)?.parse().ok()?, text.get(4..)?),
+        _ => return None,
+    };
+    let rest = rest.split('.').next()?;
+    if rest.len() != 10 || !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = |i: usize| rest[i..i + 2].parse::<u32>().ok();
+    Utc.with_ymd_and_hms(year, n(0)?, n(2)?, n(4)?, n(6)?, n(8)?)
+        .single()
+}
+
 fn oid_nid(oid: &[u8]) -> Option<Nid> {
     let obj = Asn1Object::from_str(&der::oid_to_string(oid)).ok()?;
     let nid = obj.nid();
@@ -924,6 +964,8 @@ mod der {
         pub set_der: Vec<u8>,
         pub message_digest: Option<Vec<u8>>,
         pub content_type: Option<Vec<u8>>,
+        /// The signingTime value: its tag (UTCTime or GeneralizedTime) and its text.
+        pub signing_time: Option<(u8, Vec<u8>)>,
     }
 
     pub struct SignerInfo {
@@ -1015,12 +1057,16 @@ mod der {
                 idx = 4;
                 let mut message_digest = None;
                 let mut content_type = None;
+                let mut signing_time = None;
                 for a in children(t.content)? {
                     let parts = children(a.content)?;
                     let oid = expect(parts.first(), OID, "attribute type")?;
                     let vals = expect(parts.get(1), SET, "attribute values")?;
-                    let first = children(vals.content)?.first().map(|v| v.content.to_vec());
-                    if oid.content == OID_MESSAGE_DIGEST {
+                    let first_tlv = children(vals.content)?.first().copied();
+                    let first = first_tlv.map(|v| v.content.to_vec());
+                    if oid.content == OID_SIGNING_TIME {
+                        signing_time = first_tlv.map(|v| (v.tag, v.content.to_vec()));
+                    } else if oid.content == OID_MESSAGE_DIGEST {
                         message_digest = first;
                     } else if oid.content == OID_CONTENT_TYPE {
                         content_type = first;
@@ -1032,6 +1078,7 @@ mod der {
                     set_der,
                     message_digest,
                     content_type,
+                    signing_time,
                 })
             }
             _ => None,
@@ -1289,6 +1336,10 @@ mod tests {
         )
         .unwrap();
         let (inner, der) = split_body(&boundary_of(&signed.content_type), &signed.body);
+        assert_eq!(
+            signing_time(&der).unwrap().map(|t| t.timestamp()),
+            Some(then.timestamp())
+        );
         let at_now = verify_detached(
             &inner,
             &der,
@@ -1371,6 +1422,39 @@ mod tests {
             let _ = verify_detached(INNER, &der[..n], &VerifyOptions::default());
         }
         assert!(TrustStore::from_pem(b"nothing").is_err());
+    }
+
+    #[test]
+    fn der_times() {
+        let t = |tag, s: &str| parse_der_time(tag, s.as_bytes()).map(|d| d.to_rfc3339());
+        assert_eq!(
+            t(der::UTC_TIME, "141114172632Z").as_deref(),
+            Some("2014-11-14T17:26:32+00:00")
+        );
+        assert_eq!(
+            t(der::UTC_TIME, "991231235959Z").as_deref(),
+            Some("1999-12-31T23:59:59+00:00")
+        );
+        assert_eq!(
+            t(der::GENERALIZED_TIME, "20510101000000.5Z").as_deref(),
+            Some("2051-01-01T00:00:00+00:00")
+        );
+        for bad in [
+            "",
+            "Z",
+            "1411141726Z",
+            "141314172632Z",
+            "14111417263xZ",
+            "141114172632",
+        ] {
+            assert_eq!(t(der::UTC_TIME, bad), None, "{bad:?}");
+        }
+        // A 2051 signing time is written as GeneralizedTime and read back.
+        let when = Utc.with_ymd_and_hms(2051, 3, 4, 5, 6, 7).unwrap();
+        assert_eq!(
+            parse_der_time(der::GENERALIZED_TIME, &time_der(when)[2..]),
+            Some(when)
+        );
     }
 
     #[test]
