@@ -761,7 +761,14 @@ fn signed_part<'a>(buf: &[u8], signed: &'a Entity) -> (SignedPart, Option<&'a En
                 ),
             }
         }
-        Some(sig) => (Some(buf[sig.body..sig.end].to_vec()), None),
+        // No base64 label: binary DER as it is, or base64 text with the label forgotten.
+        Some(sig) => {
+            let body = &buf[sig.body..sig.end];
+            match base64_decode(body, false) {
+                Ok(d) if body.first() != Some(&0x30) && !d.is_empty() => (Some(d), None),
+                _ => (Some(body.to_vec()), None),
+            }
+        }
         None => (None, None),
     };
     let part = SignedPart {
@@ -1222,6 +1229,15 @@ Content-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\nMIIB\r\nAA==\r\n-
         assert!(s.content.starts_with(b"Content-Type: multipart/mixed"));
         assert!(s.content.ends_with(b"--M--\r\n"));
         assert_eq!(s.protocol.as_deref(), Some("application/pkcs7-signature"));
+        // A signature part without its Content-Transfer-Encoding label is still read as base64.
+        let label = "smime.p7s\"\r\nContent-Transfer-Encoding: base64\r\n";
+        assert!(ANOMALIA.contains(label));
+        let unlabelled = ANOMALIA.replace(label, "smime.p7s\"\r\n");
+        let s = parse(unlabelled.as_bytes()).unwrap().signed.unwrap();
+        assert_eq!(
+            s.signature_der.as_deref(),
+            Some(&[0x30, 0x82, 0x01, 0x00][..])
+        );
     }
 
     #[test]
