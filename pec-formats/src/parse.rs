@@ -977,6 +977,13 @@ mod tests {
                     .unwrap();
                 assert_eq!(p.filename.as_deref(), Some("postacert.eml"));
                 assert_eq!(p.disposition.as_deref(), Some("inline"));
+                // The original keeps the client's msgid in X-Riferimento-Message-ID (RFC 6109 §2.2.1).
+                let original = parse(m.postacert.as_ref().unwrap()).unwrap();
+                assert!(
+                    original.header("X-Riferimento-Message-ID").is_some(),
+                    "{name}"
+                );
+                assert_eq!(original.kind, None, "{name}");
             }
         }
     }
