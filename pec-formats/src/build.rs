@@ -438,25 +438,17 @@ impl Certification {
 
 /// `<data zona="+0100"><giorno>gg/mm/aaaa</giorno><ora>hh:mm:ss</ora></data>` (RFC 6109 §4.4).
 fn data_of(t: DateTime<Utc>) -> Data {
-    let l = crate::time::to_rome(t);
-    Data {
-        zona: l.format("%z").to_string(),
-        giorno: l.format("%d/%m/%Y").to_string(),
-        ora: l.format("%H:%M:%S").to_string(),
-    }
+    Data::from_instant(t)
 }
 
-/// The `Date:` header: the event time in Italian legal time, RFC 5322 form (digest §5).
+/// The `Date:` header: the event time in Italian legal time, RFC 5322 form (digest §5, §10).
 fn rfc5322_date(t: DateTime<Utc>) -> String {
-    crate::time::to_rome(t)
-        .format("%a, %-d %b %Y %H:%M:%S %z")
-        .to_string()
+    crate::time::rfc5322_date(t)
 }
 
 /// `Il giorno 14/11/2014 alle ore 18:26:32 (+0100)`, as the real texts say it (digest §5.1).
 fn text_time(t: DateTime<Utc>) -> String {
-    let d = data_of(t);
-    format!("Il giorno {} alle ore {} ({})", d.giorno, d.ora, d.zona)
+    format!("Il giorno {}", crate::time::text_time(t))
 }
 
 // ---------------------------------------------------------------------------------------------

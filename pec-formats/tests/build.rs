@@ -216,7 +216,7 @@ fn check_notice(built: &Built, prefix: &str, x_ricevuta: &str, to: &str) -> Stri
     assert_eq!(hdr(&m, "To"), Some(to));
     assert_eq!(hdr(&m, "X-Ricevuta"), Some(x_ricevuta));
     assert_eq!(hdr(&m, "X-Riferimento-Message-ID"), Some("<client-1234@host.example>"));
-    assert_eq!(hdr(&m, "Date"), Some("Mon, 3 Mar 2025 10:00:00 +0100"));
+    assert_eq!(hdr(&m, "Date"), Some("Mon, 03 Mar 2025 10:00:00 +0100"));
     assert_eq!(m.message_id(), Some(built.message_id.as_str()));
     assert_ne!(built.message_id, ID, "a notice has its own Message-ID");
     assert!(hdr(&m, "X-Trasporto").is_none());
@@ -297,7 +297,7 @@ fn busta_trasporto_has_the_envelope_headers_parts_and_msgid_swap() {
     assert_eq!(m.message_id(), Some(ID));
     assert_eq!(hdr(&m, "X-Riferimento-Message-ID"), Some("<client-1234@host.example>"));
     assert_eq!(hdr(&m, "X-TipoRicevuta"), Some("breve"));
-    assert_eq!(hdr(&m, "Date"), Some("Mon, 3 Mar 2025 10:00:00 +0100"));
+    assert_eq!(hdr(&m, "Date"), Some("Mon, 03 Mar 2025 10:00:00 +0100"));
     // RFC 6109 §3.1.5: To, Cc, Received copied byte for byte (the folded To included).
     let raw = String::from_utf8_lossy(&built.raw);
     assert!(raw.contains(&format!("To: Ufficio <{TO_CERT}>,\r\n Info <{TO_EXT}>\r\n")));
