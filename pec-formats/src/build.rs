@@ -458,10 +458,21 @@ fn text_time(t: DateTime<Utc>) -> String {
 /// `Name: value` CRLF, folded at spaces so lines stay within 78 characters where the value
 /// allows (RFC 5322 §2.2.3); a value with non-ASCII becomes RFC 2047 UTF-8 encoded-words.
 fn header(name: &str, value: &str) -> Vec<u8> {
-    let value = if value.is_ascii() {
-        value.replace(['\r', '\n'], " ")
-    } else {
-        encoded_words(value)
+    let value = value.replace(['\r', '\n'], " ");
+    // RFC 2047 §5(1): the ASCII words before the first non-ASCII one stay literal (so the
+    // subject prefix is readable as is), the rest becomes encoded-words.
+    let value = match value.split(' ').position(|w| !w.is_ascii()) {
+        None => value,
+        Some(first) => {
+            let words: Vec<&str> = value.split(' ').collect();
+            let literal = words[..first].join(" ");
+            let encoded = encoded_words(&words[first..].join(" "));
+            if literal.is_empty() {
+                encoded
+            } else {
+                format!("{literal} {encoded}")
+            }
+        }
     };
     let mut out = String::with_capacity(name.len() + value.len() + 8);
     out.push_str(name);
@@ -483,7 +494,6 @@ fn header(name: &str, value: &str) -> Vec<u8> {
 /// RFC 2047 `=?UTF-8?B?…?=` words of at most 36 bytes (60 characters encoded, so `Subject: ` and
 /// one word fit in 78) of text each, split on char boundaries.
 fn encoded_words(value: &str) -> String {
-    let value = value.replace(['\r', '\n'], " ");
     let mut words = Vec::new();
     let mut chunk = String::new();
     for ch in value.chars() {

@@ -303,6 +303,7 @@ fn busta_trasporto_has_the_envelope_headers_parts_and_msgid_swap() {
     assert!(raw.contains(&format!("To: Ufficio <{TO_CERT}>,\r\n Info <{TO_EXT}>\r\n")));
     assert!(raw.contains(&format!("\r\nCc: {CC}\r\n")));
     assert!(raw.starts_with("Received: from client.example (client.example [192.0.2.1])\r\n\tby"));
+    assert!(raw.contains("\r\nSubject: POSTA CERTIFICATA: Diffida =?UTF-8?B?"), "prefix stays literal");
 
     let parts = mixed(&m);
     assert_eq!(parts.len(), 3);
@@ -349,8 +350,9 @@ fn reply_to_of_the_original_is_copied_unchanged() {
     assert_eq!(c.risposte, "segreteria@pec.example.it");
     let built = build::busta_trasporto(&p, &c, orig.as_bytes()).unwrap();
     let raw = String::from_utf8_lossy(&built.raw);
-    assert!(raw.contains("\r\nReply-To: Segreteria <segreteria@pec.example.it>\r\n"));
-    assert_eq!(raw.matches("\r\nReply-To:").count(), 1);
+    let head = &raw[..raw.find("\r\n\r\n").unwrap() + 2];
+    assert!(head.contains("\r\nReply-To: Segreteria <segreteria@pec.example.it>\r\n"));
+    assert_eq!(head.matches("\r\nReply-To:").count(), 1, "copied, not inserted");
 }
 
 #[test]
