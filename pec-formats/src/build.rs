@@ -32,6 +32,9 @@ pub enum TextForm {
 pub struct BuildOptions {
     /// The form of the human-readable part.
     pub text_form: TextForm,
+    /// The spelling of the `multipart/signed` wrapper (digest §4.1: RFC 5751, or Aruba/Namirial's
+    /// `application/x-pkcs7-signature`).
+    pub signature_style: smime::SignatureStyle,
 }
 
 /// The provider that emits a message.
@@ -733,7 +736,11 @@ fn assemble(p: &Provider<'_>, parts: Parts<'_>) -> Result<Built, BuildError> {
         &children,
     ));
     // RFC 6109 §2.1, §4.1: S/MIME multipart/signed, the signer certificate embedded.
-    let signed = smime::sign(p.signer, &inner)?;
+    let opts = smime::SignOptions {
+        style: p.options.signature_style,
+        signing_time: None,
+    };
+    let signed = smime::sign_with(p.signer, &inner, &opts)?;
     let mut raw = Vec::with_capacity(signed.body.len() + 2048);
     for h in &parts.headers {
         raw.extend_from_slice(h);

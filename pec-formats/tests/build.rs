@@ -10,7 +10,7 @@ use pec_formats::build::{
 use pec_formats::daticert::{Daticert, Destinatario};
 use pec_formats::kind::{Errore, Tipo, TimeoutPhase, TipoDestinatario, TipoRicevuta};
 use pec_formats::pki::{ProviderIdentity, TestCa};
-use pec_formats::smime::{DigestAlg, Signer};
+use pec_formats::smime::{DigestAlg, SignatureStyle, Signer};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -40,19 +40,19 @@ fn original() -> Vec<u8> {
          Message-ID: <client-1234@host.example>\r\n\
          X-TipoRicevuta: breve\r\n\
          MIME-Version: 1.0\r\n\
-         Content-Type: multipart/mixed; boundary=\"b1\"\r\n\
+         Content-Type: multipart/mixed; boundary=\"=_orig_b1\"\r\n\
          \r\n\
-         --b1\r\n\
+         --=_orig_b1\r\n\
          Content-Type: text/plain; charset=utf-8\r\n\
          \r\n\
          Testo della diffida.\r\n\
-         --b1\r\n\
+         --=_orig_b1\r\n\
          Content-Type: application/pdf; name=\"contratto.pdf\"\r\n\
          Content-Disposition: attachment; filename=\"contratto.pdf\"\r\n\
          Content-Transfer-Encoding: base64\r\n\
          \r\n\
          {PDF_B64}\r\n\
-         --b1\r\n\
+         --=_orig_b1\r\n\
          Content-Type: message/rfc822\r\n\
          Content-Disposition: attachment; filename=\"prima.eml\"\r\n\
          \r\n\
@@ -60,7 +60,7 @@ fn original() -> Vec<u8> {
          Subject: prima\r\n\
          \r\n\
          Corpo.\r\n\
-         --b1--\r\n"
+         --=_orig_b1--\r\n"
     )
     .into_bytes()
 }
@@ -639,9 +639,13 @@ fn busta_anomalia_has_only_text_and_the_received_message() {
 }
 
 #[test]
-fn alternative_text_form_has_plain_and_html() {
-    let built = build::accettazione(&provider(TextForm::Alternative), &certification()).unwrap();
+fn alternative_text_form_and_legacy_signature_style() {
+    let mut p = provider(TextForm::Alternative);
+    p.options.signature_style = SignatureStyle::Legacy;
+    let built = build::accettazione(&p, &certification()).unwrap();
     let m = parse(&built.raw);
+    let ct = m.parts[0].content_type().unwrap();
+    assert_eq!(ct.attribute("protocol"), Some("application/x-pkcs7-signature"));
     let parts = mixed(&m);
     assert_eq!(parts.len(), 2);
     assert!(parts[0].is_content_type("multipart", "alternative"));
