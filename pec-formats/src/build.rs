@@ -5,10 +5,10 @@
 //! ready to hand to SMTP. One private function, `assemble`, writes the headers, the signed
 //! `multipart/mixed` and its parts for every kind; each builder only chooses headers, text and parts.
 
-use crate::daticert::{Dati, Data, Daticert, Destinatario, Intestazione};
+use crate::daticert::{Data, Dati, Daticert, Destinatario, Intestazione};
 use crate::kind::{
-    self, Errore, Kind, Tipo, TimeoutPhase, TipoDestinatario, TipoRicevuta, DATICERT_FILENAME,
-    POSTACERT_FILENAME,
+    self, DATICERT_FILENAME, Errore, Kind, POSTACERT_FILENAME, TimeoutPhase, Tipo,
+    TipoDestinatario, TipoRicevuta,
 };
 use crate::smime::{self, Signer, SmimeError};
 use base64::Engine as _;
@@ -290,7 +290,9 @@ fn addresses<'a, 'x: 'a>(list: impl Iterator<Item = &'a Address<'x>>) -> Vec<Str
 /// The bare address inside `<…>` of a path such as `<a@b>` (Return-Path, MAIL FROM).
 fn strip_angles(s: &str) -> &str {
     let t = s.trim();
-    t.strip_prefix('<').and_then(|t| t.strip_suffix('>')).unwrap_or(t)
+    t.strip_prefix('<')
+        .and_then(|t| t.strip_suffix('>'))
+        .unwrap_or(t)
 }
 
 /// True when `rcpt` is in the original's To (or in neither To nor Cc: ambiguous counts as primary,
@@ -482,7 +484,8 @@ fn header(name: &str, value: &str) -> Vec<u8> {
     out.push(':');
     let mut line_len = out.len();
     for (i, word) in value.split(' ').enumerate() {
-        if i > 0 && !word.is_empty() && line_len + 1 + word.len() > 78 && line_len > name.len() + 1 {
+        if i > 0 && !word.is_empty() && line_len + 1 + word.len() > 78 && line_len > name.len() + 1
+        {
             out.push_str("\r\n");
             line_len = 0;
         }
@@ -728,7 +731,10 @@ fn assemble(p: &Provider<'_>, parts: Parts<'_>) -> Result<Built, BuildError> {
     }
     let refs: Vec<&[u8]> = children.iter().map(Vec::as_slice).collect();
     let b = boundary(&refs);
-    let mut inner = header("Content-Type", &format!("multipart/mixed; boundary=\"{b}\""));
+    let mut inner = header(
+        "Content-Type",
+        &format!("multipart/mixed; boundary=\"{b}\""),
+    );
     inner.extend_from_slice(b"\r\n");
     inner.extend_from_slice(&multipart(
         &b,
@@ -917,7 +923,10 @@ pub fn busta_trasporto(
     let inner = postacert_original(&original, &c.identificativo)?;
     // RFC 6109 §3.1.5: trace fields copied unchanged, first as in the real envelopes.
     let mut headers = copied(&fields, &["Return-Path", "Received"]);
-    headers.push(header(kind::X_TRASPORTO, kind::Trasporto::PostaCertificata.as_str()));
+    headers.push(header(
+        kind::X_TRASPORTO,
+        kind::Trasporto::PostaCertificata.as_str(),
+    ));
     headers.push(header("Date", &rfc5322_date(c.time)));
     headers.push(subject(Kind::BustaTrasporto, oggetto(c)));
     headers.push(per_conto_di(p, &c.mittente));
@@ -1067,7 +1076,7 @@ pub fn presa_in_carico(
         c,
         Notice {
             kind: Kind::PresaInCarico,
-            to: to,
+            to,
             extra: vec![],
             text,
             daticert: d,
@@ -1395,7 +1404,11 @@ fn breve_spans(msg: &Message<'_>, id: usize, out: &mut Vec<(usize, usize, usize,
     match &part.body {
         PartType::Multipart(children) => {
             let signed = part.is_content_type("multipart", "signed");
-            let walk = if signed { &children[..children.len().min(1)] } else { &children[..] };
+            let walk = if signed {
+                &children[..children.len().min(1)]
+            } else {
+                &children[..]
+            };
             for &child in walk {
                 breve_spans(msg, child as usize, out);
             }

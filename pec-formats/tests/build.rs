@@ -8,7 +8,7 @@ use pec_formats::build::{
     is_primary_recipient, postacert_original, receipt_variant,
 };
 use pec_formats::daticert::{Daticert, Destinatario};
-use pec_formats::kind::{Errore, Tipo, TimeoutPhase, TipoDestinatario, TipoRicevuta};
+use pec_formats::kind::{Errore, TimeoutPhase, Tipo, TipoDestinatario, TipoRicevuta};
 use pec_formats::pki::{ProviderIdentity, TestCa};
 use pec_formats::smime::{DigestAlg, SignatureStyle, Signer};
 use std::path::{Path, PathBuf};
@@ -22,7 +22,8 @@ const TO_EXT: &str = "info@example.com";
 const CC: &str = "protocollo@pec.other.example";
 
 /// The attachment's encoded body exactly as transmitted (without the CRLF before the boundary).
-const PDF_B64: &str = "JVBERi0xLjQKJcfsj6IKMSAwIG9iago8PC9UeXBlL0NhdGFsb2c+PgplbmRvYmoK\r\nJSVFT0YK";
+const PDF_B64: &str =
+    "JVBERi0xLjQKJcfsj6IKMSAwIG9iago8PC9UeXBlL0NhdGFsb2c+PgplbmRvYmoK\r\nJSVFT0YK";
 
 /// A client's submission: folded To, Cc, an encoded subject, X-TipoRicevuta, a PDF and an
 /// attached message.
@@ -132,7 +133,10 @@ fn children<'a>(m: &'a Message<'a>, part: &MessagePart<'_>) -> Vec<&'a MessagePa
 /// The parts of the signed `multipart/mixed`, checking the signed wrapper on the way.
 fn mixed<'a>(m: &'a Message<'a>) -> Vec<&'a MessagePart<'a>> {
     let root = &m.parts[0];
-    assert!(root.is_content_type("multipart", "signed"), "top level is multipart/signed");
+    assert!(
+        root.is_content_type("multipart", "signed"),
+        "top level is multipart/signed"
+    );
     let top = children(m, root);
     assert_eq!(top.len(), 2, "signed content and signature");
     assert!(top[0].is_content_type("multipart", "mixed"));
@@ -160,7 +164,10 @@ fn check_text(p: &MessagePart<'_>) -> String {
 
 fn check_daticert(p: &MessagePart<'_>, built: &Built) -> Daticert {
     assert_eq!(ctype(p), "application/xml");
-    assert_eq!(p.content_type().unwrap().attribute("name"), Some("daticert.xml"));
+    assert_eq!(
+        p.content_type().unwrap().attribute("name"),
+        Some("daticert.xml")
+    );
     assert!(p.content_disposition().unwrap().is_inline());
     assert_eq!(p.content_transfer_encoding(), Some("base64"));
     let xml = p.contents();
@@ -209,19 +216,31 @@ fn openssl_verifies(raw: &[u8]) {
 
 /// Common checks of every receipt and notice (digest §5.2–§5.11).
 fn check_notice(built: &Built, prefix: &str, x_ricevuta: &str, to: &str) -> String {
-    assert!(!built.raw.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'), "CRLF only");
+    assert!(
+        !built.raw.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'),
+        "CRLF only"
+    );
     let m = parse(&built.raw);
-    assert_eq!(m.subject(), Some(format!("{prefix}Diffida è urgente").as_str()));
+    assert_eq!(
+        m.subject(),
+        Some(format!("{prefix}Diffida è urgente").as_str())
+    );
     assert_eq!(hdr(&m, "From"), Some("posta-certificata@pec.example.it"));
     assert_eq!(hdr(&m, "To"), Some(to));
     assert_eq!(hdr(&m, "X-Ricevuta"), Some(x_ricevuta));
-    assert_eq!(hdr(&m, "X-Riferimento-Message-ID"), Some("<client-1234@host.example>"));
+    assert_eq!(
+        hdr(&m, "X-Riferimento-Message-ID"),
+        Some("<client-1234@host.example>")
+    );
     assert_eq!(hdr(&m, "Date"), Some("Mon, 03 Mar 2025 10:00:00 +0100"));
     assert_eq!(m.message_id(), Some(built.message_id.as_str()));
     assert_ne!(built.message_id, ID, "a notice has its own Message-ID");
     assert!(hdr(&m, "X-Trasporto").is_none());
     openssl_verifies(&built.raw);
-    m.header_raw("X-VerificaSicurezza").unwrap_or("").trim().to_string()
+    m.header_raw("X-VerificaSicurezza")
+        .unwrap_or("")
+        .trim()
+        .to_string()
 }
 
 /// A notice with text + daticert only: returns the daticert.
@@ -246,7 +265,10 @@ fn normalise(built: &Built) -> String {
         let rest = &s[start..];
         let value: String = match rest.strip_prefix('"') {
             Some(q) => q.chars().take_while(|&c| c != '"').collect(),
-            None => rest.chars().take_while(|&c| !matches!(c, ';' | ' ' | '\r' | '\n')).collect(),
+            None => rest
+                .chars()
+                .take_while(|&c| !matches!(c, ';' | ' ' | '\r' | '\n'))
+                .collect(),
         };
         at = start;
         if value.is_empty() || value.starts_with("[BOUNDARY") {
@@ -291,11 +313,21 @@ fn busta_trasporto_has_the_envelope_headers_parts_and_msgid_swap() {
     assert_eq!(hdr(&m, "X-Trasporto"), Some("posta-certificata"));
     assert_eq!(m.subject(), Some("POSTA CERTIFICATA: Diffida è urgente"));
     let from = m.from().unwrap().first().unwrap();
-    assert_eq!(from.name(), Some("Per conto di: mario.rossi@pec.example.it"));
+    assert_eq!(
+        from.name(),
+        Some("Per conto di: mario.rossi@pec.example.it")
+    );
     assert_eq!(from.address(), Some("posta-certificata@pec.example.it"));
-    assert_eq!(hdr(&m, "Reply-To"), Some(SENDER), "inserted: the original had none");
+    assert_eq!(
+        hdr(&m, "Reply-To"),
+        Some(SENDER),
+        "inserted: the original had none"
+    );
     assert_eq!(m.message_id(), Some(ID));
-    assert_eq!(hdr(&m, "X-Riferimento-Message-ID"), Some("<client-1234@host.example>"));
+    assert_eq!(
+        hdr(&m, "X-Riferimento-Message-ID"),
+        Some("<client-1234@host.example>")
+    );
     assert_eq!(hdr(&m, "X-TipoRicevuta"), Some("breve"));
     assert_eq!(hdr(&m, "Date"), Some("Mon, 03 Mar 2025 10:00:00 +0100"));
     // RFC 6109 §3.1.5: To, Cc, Received copied byte for byte (the folded To included).
@@ -303,12 +335,18 @@ fn busta_trasporto_has_the_envelope_headers_parts_and_msgid_swap() {
     assert!(raw.contains(&format!("To: Ufficio <{TO_CERT}>,\r\n Info <{TO_EXT}>\r\n")));
     assert!(raw.contains(&format!("\r\nCc: {CC}\r\n")));
     assert!(raw.starts_with("Received: from client.example (client.example [192.0.2.1])\r\n\tby"));
-    assert!(raw.contains("\r\nSubject: POSTA CERTIFICATA: Diffida =?UTF-8?B?"), "prefix stays literal");
+    assert!(
+        raw.contains("\r\nSubject: POSTA CERTIFICATA: Diffida =?UTF-8?B?"),
+        "prefix stays literal"
+    );
 
     let parts = mixed(&m);
     assert_eq!(parts.len(), 3);
     let text = check_text(parts[0]);
-    assert!(text.contains("Il giorno 03/03/2025 alle ore 10:00:00 (+0100)"), "{text}");
+    assert!(
+        text.contains("Il giorno 03/03/2025 alle ore 10:00:00 (+0100)"),
+        "{text}"
+    );
     assert!(text.contains(ID) && text.contains(TO_EXT));
     let d = check_daticert(parts[1], &built);
     assert_eq!(d.tipo, Tipo::PostaCertificata);
@@ -319,15 +357,24 @@ fn busta_trasporto_has_the_envelope_headers_parts_and_msgid_swap() {
     assert_eq!(d.dati.data.zona, "+0100");
     assert_eq!(d.intestazione.oggetto.as_deref(), Some("Diffida è urgente"));
     assert_eq!(d.intestazione.destinatari.len(), 3);
-    assert_eq!(d.intestazione.destinatari[1].tipo, TipoDestinatario::Esterno);
+    assert_eq!(
+        d.intestazione.destinatari[1].tipo,
+        TipoDestinatario::Esterno
+    );
 
     assert_eq!(ctype(parts[2]), "message/rfc822");
     assert_eq!(parts[2].attachment_name(), Some("postacert.eml"));
     let inner = body(&m, parts[2]);
-    assert_eq!(inner, postacert_original(&original(), ID).unwrap().as_slice());
+    assert_eq!(
+        inner,
+        postacert_original(&original(), ID).unwrap().as_slice()
+    );
     let im = parse(inner);
     assert_eq!(im.message_id(), Some(ID), "msgid swapped in postacert.eml");
-    assert_eq!(hdr(&im, "X-Riferimento-Message-ID"), Some("<client-1234@host.example>"));
+    assert_eq!(
+        hdr(&im, "X-Riferimento-Message-ID"),
+        Some("<client-1234@host.example>")
+    );
     openssl_verifies(&built.raw);
     insta::assert_snapshot!("busta_trasporto", normalise(&built));
 }
@@ -335,9 +382,10 @@ fn busta_trasporto_has_the_envelope_headers_parts_and_msgid_swap() {
 #[test]
 fn reply_to_of_the_original_is_copied_unchanged() {
     let p = provider(TextForm::Plain);
-    let orig = String::from_utf8(original())
-        .unwrap()
-        .replace("Cc: ", "Reply-To: Segreteria <segreteria@pec.example.it>\r\nCc: ");
+    let orig = String::from_utf8(original()).unwrap().replace(
+        "Cc: ",
+        "Reply-To: Segreteria <segreteria@pec.example.it>\r\nCc: ",
+    );
     let c = Certification::from_submission(
         orig.as_bytes(),
         SENDER,
@@ -352,13 +400,20 @@ fn reply_to_of_the_original_is_copied_unchanged() {
     let raw = String::from_utf8_lossy(&built.raw);
     let head = &raw[..raw.find("\r\n\r\n").unwrap() + 2];
     assert!(head.contains("\r\nReply-To: Segreteria <segreteria@pec.example.it>\r\n"));
-    assert_eq!(head.matches("\r\nReply-To:").count(), 1, "copied, not inserted");
+    assert_eq!(
+        head.matches("\r\nReply-To:").count(),
+        1,
+        "copied, not inserted"
+    );
 }
 
 #[test]
 fn accettazione_to_the_sender_without_original() {
     let built = build::accettazione(&provider(TextForm::Plain), &certification()).unwrap();
-    assert_eq!(check_notice(&built, "ACCETTAZIONE: ", "accettazione", SENDER), "");
+    assert_eq!(
+        check_notice(&built, "ACCETTAZIONE: ", "accettazione", SENDER),
+        ""
+    );
     let (text, d) = text_and_daticert(&built);
     assert!(text.contains("(\"posta ordinaria\")") && text.contains("è stato accettato"));
     assert_eq!(d.tipo, Tipo::Accettazione);
@@ -370,9 +425,15 @@ fn accettazione_to_the_sender_without_original() {
 #[test]
 fn non_accettazione_names_the_reason() {
     let reason = "destinatario in Bcc non ammesso";
-    let built = build::non_accettazione(&provider(TextForm::Plain), &certification(), reason).unwrap();
+    let built =
+        build::non_accettazione(&provider(TextForm::Plain), &certification(), reason).unwrap();
     assert_eq!(
-        check_notice(&built, "AVVISO DI NON ACCETTAZIONE: ", "non-accettazione", SENDER),
+        check_notice(
+            &built,
+            "AVVISO DI NON ACCETTAZIONE: ",
+            "non-accettazione",
+            SENDER
+        ),
         ""
     );
     let (text, d) = text_and_daticert(&built);
@@ -406,11 +467,18 @@ fn presa_in_carico_goes_to_the_given_mailbox_with_ricezione() {
     let ric = [TO_CERT.to_string(), CC.to_string()];
     let built =
         build::presa_in_carico(&provider(TextForm::Plain), &certification(), &ric, to).unwrap();
-    assert_eq!(check_notice(&built, "PRESA IN CARICO: ", "presa-in-carico", to), "");
+    assert_eq!(
+        check_notice(&built, "PRESA IN CARICO: ", "presa-in-carico", to),
+        ""
+    );
     let (_, d) = text_and_daticert(&built);
     assert_eq!(d.tipo, Tipo::PresaInCarico);
     assert_eq!(d.dati.ricezione, ric.to_vec());
-    assert_eq!(d.intestazione.destinatari.len(), 3, "all recipients of the original");
+    assert_eq!(
+        d.intestazione.destinatari.len(),
+        3,
+        "all recipients of the original"
+    );
     insta::assert_snapshot!("presa_in_carico", normalise(&built));
 }
 
@@ -425,7 +493,10 @@ fn rilevazione_virus_has_x_mittente_and_goes_to_the_given_mailbox() {
         to,
     )
     .unwrap();
-    assert_eq!(check_notice(&built, "PROBLEMA DI SICUREZZA: ", "rilevazione-virus", to), "");
+    assert_eq!(
+        check_notice(&built, "PROBLEMA DI SICUREZZA: ", "rilevazione-virus", to),
+        ""
+    );
     let m = parse(&built.raw);
     assert_eq!(hdr(&m, "X-Mittente"), Some(SENDER));
     let (_, d) = text_and_daticert(&built);
@@ -467,7 +538,12 @@ fn mancata_consegna_carries_errore_and_consegna() {
         esteso,
     )
     .unwrap();
-    let v = check_notice(&built, "AVVISO DI MANCATA CONSEGNA: ", "errore-consegna", SENDER);
+    let v = check_notice(
+        &built,
+        "AVVISO DI MANCATA CONSEGNA: ",
+        "errore-consegna",
+        SENDER,
+    );
     assert_eq!(v, "", "no X-VerificaSicurezza on the ordinary notice");
     let (text, d) = text_and_daticert(&built);
     assert!(text.contains(esteso));
@@ -548,7 +624,11 @@ fn avvenuta_consegna_breve_replaces_attachments_by_their_sha1() {
     assert_eq!(breve.message_id(), Some(ID));
     let leaves = children(&breve, &breve.parts[0]);
     assert_eq!(leaves.len(), 3);
-    assert_eq!(leaves[0].text_contents(), Some("Testo della diffida."), "text kept");
+    assert_eq!(
+        leaves[0].text_contents(),
+        Some("Testo della diffida."),
+        "text kept"
+    );
     assert_eq!(leaves[1].attachment_name(), Some("contratto.pdf.hash"));
     assert_eq!(ctype(leaves[1]), "text/plain");
     let expected = hex(&openssl::sha::sha1(PDF_B64.as_bytes()));
@@ -576,9 +656,15 @@ fn breve_keeps_the_signature_of_a_signed_original_and_opaque_smime_whole() {
     let out = String::from_utf8(breve_original(signed.as_bytes()).unwrap()).unwrap();
     assert!(out.contains("name=\"a.bin.hash\""));
     assert!(out.contains(&breve_hash(b"AAEC")));
-    assert!(out.contains("name=\"smime.p7s\"\r\n\r\nSIG\r\n"), "signature untouched");
+    assert!(
+        out.contains("name=\"smime.p7s\"\r\n\r\nSIG\r\n"),
+        "signature untouched"
+    );
     let opaque = "Content-Type: application/pkcs7-mime; name=\"smime.p7m\"\r\n\r\nAAAA\r\n";
-    assert_eq!(breve_original(opaque.as_bytes()).unwrap(), opaque.as_bytes());
+    assert_eq!(
+        breve_original(opaque.as_bytes()).unwrap(),
+        opaque.as_bytes()
+    );
 }
 
 #[test]
@@ -588,7 +674,8 @@ fn cc_recipients_get_sintetica() {
     assert!(!primary);
     let variant = receipt_variant(c.ricevuta, primary);
     assert_eq!(variant, ReceiptVariant::Sintetica);
-    let built = build::avvenuta_consegna(&provider(TextForm::Plain), &c, CC, variant, None).unwrap();
+    let built =
+        build::avvenuta_consegna(&provider(TextForm::Plain), &c, CC, variant, None).unwrap();
     check_notice(&built, "CONSEGNA: ", "avvenuta-consegna", SENDER);
     let (_, d) = text_and_daticert(&built);
     assert_eq!(d.dati.ricevuta, Some(TipoRicevuta::Sintetica));
@@ -612,28 +699,46 @@ fn completa_without_the_original_is_an_error_not_a_panic() {
 #[test]
 fn busta_anomalia_has_only_text_and_the_received_message() {
     let received = original();
-    let built =
-        build::busta_anomalia(&provider(TextForm::Plain), &received, "firma non valida", time())
-            .unwrap();
-    assert_eq!(built.message_id, "client-1234@host.example", "Message-ID inherited");
+    let built = build::busta_anomalia(
+        &provider(TextForm::Plain),
+        &received,
+        "firma non valida",
+        time(),
+    )
+    .unwrap();
+    assert_eq!(
+        built.message_id, "client-1234@host.example",
+        "Message-ID inherited"
+    );
     assert!(built.daticert.is_none());
     let m = parse(&built.raw);
     assert_eq!(hdr(&m, "X-Trasporto"), Some("errore"));
     assert!(hdr(&m, "X-Ricevuta").is_none());
     assert_eq!(m.subject(), Some("ANOMALIA MESSAGGIO: Diffida è urgente"));
     let from = m.from().unwrap().first().unwrap();
-    assert_eq!(from.name(), Some("Per conto di: mario.rossi@pec.example.it"));
+    assert_eq!(
+        from.name(),
+        Some("Per conto di: mario.rossi@pec.example.it")
+    );
     assert_eq!(from.address(), Some("posta-certificata@pec.example.it"));
     assert_eq!(hdr(&m, "Reply-To"), Some(SENDER));
     assert_eq!(m.message_id(), Some("client-1234@host.example"));
     let raw = String::from_utf8_lossy(&built.raw);
     assert!(raw.contains(&format!("To: Ufficio <{TO_CERT}>,\r\n Info <{TO_EXT}>\r\n")));
     let parts = mixed(&m);
-    assert_eq!(parts.len(), 2, "text and the received message, nothing else");
+    assert_eq!(
+        parts.len(),
+        2,
+        "text and the received message, nothing else"
+    );
     let text = check_text(parts[0]);
     assert!(text.contains("firma non valida"));
     assert_eq!(ctype(parts[1]), "message/rfc822");
-    assert_eq!(body(&m, parts[1]), received.as_slice(), "received message unchanged");
+    assert_eq!(
+        body(&m, parts[1]),
+        received.as_slice(),
+        "received message unchanged"
+    );
     openssl_verifies(&built.raw);
     insta::assert_snapshot!("busta_anomalia", normalise(&built));
 }
@@ -645,7 +750,10 @@ fn alternative_text_form_and_legacy_signature_style() {
     let built = build::accettazione(&p, &certification()).unwrap();
     let m = parse(&built.raw);
     let ct = m.parts[0].content_type().unwrap();
-    assert_eq!(ct.attribute("protocol"), Some("application/x-pkcs7-signature"));
+    assert_eq!(
+        ct.attribute("protocol"),
+        Some("application/x-pkcs7-signature")
+    );
     let parts = mixed(&m);
     assert_eq!(parts.len(), 2);
     assert!(parts[0].is_content_type("multipart", "alternative"));
@@ -653,10 +761,16 @@ fn alternative_text_form_and_legacy_signature_style() {
     assert_eq!(alt.len(), 2);
     let plain = check_text(alt[0]);
     assert_eq!(ctype(alt[1]), "text/html");
-    assert_eq!(alt[1].content_type().unwrap().attribute("charset"), Some("iso-8859-1"));
+    assert_eq!(
+        alt[1].content_type().unwrap().attribute("charset"),
+        Some("iso-8859-1")
+    );
     let html = alt[1].text_contents().unwrap();
     assert!(html.contains("è stato accettato") && plain.contains("è stato accettato"));
-    assert!(!html.contains("<script") && !html.contains("src="), "no active content or resources");
+    assert!(
+        !html.contains("<script") && !html.contains("src="),
+        "no active content or resources"
+    );
     check_daticert(parts[1], &built);
     openssl_verifies(&built.raw);
 }
@@ -669,10 +783,16 @@ fn alternative_text_form_and_legacy_signature_style() {
 fn primary_recipient_by_to_cc_and_ambiguity() {
     let o = original();
     assert!(is_primary_recipient(&o, TO_CERT));
-    assert!(is_primary_recipient(&o, "INFO@EXAMPLE.COM"), "folded To, case-insensitive");
+    assert!(
+        is_primary_recipient(&o, "INFO@EXAMPLE.COM"),
+        "folded To, case-insensitive"
+    );
     assert!(is_primary_recipient(&o, "<ufficio@pec.other.example>"));
     assert!(!is_primary_recipient(&o, CC));
-    assert!(is_primary_recipient(&o, "nessuno@pec.example.it"), "in neither: ambiguous → primary");
+    assert!(
+        is_primary_recipient(&o, "nessuno@pec.example.it"),
+        "in neither: ambiguous → primary"
+    );
     let both = b"To: a@x.it\r\nCc: a@x.it,\r\n\tb@x.it\r\n\r\nbody";
     assert!(is_primary_recipient(both, "a@x.it"));
     assert!(!is_primary_recipient(both, "b@x.it"), "folded Cc");
@@ -700,7 +820,10 @@ fn postacert_original_with_folded_or_missing_message_id() {
     );
     let none = b"Subject: s\nX-Riferimento-Message-ID: <forged@x>\n\nbody\n";
     let out = String::from_utf8(postacert_original(none, "id@pec.example.it").unwrap()).unwrap();
-    assert_eq!(out, "Subject: s\r\nMessage-ID: <id@pec.example.it>\r\n\r\nbody\r\n");
+    assert_eq!(
+        out,
+        "Subject: s\r\nMessage-ID: <id@pec.example.it>\r\n\r\nbody\r\n"
+    );
 }
 
 #[test]
@@ -780,7 +903,10 @@ fn long_and_non_ascii_subjects_are_folded_and_round_trip() {
     c.oggetto = Some(ascii.trim().to_string());
     let built = build::accettazione(&provider(TextForm::Plain), &c).unwrap();
     let m = parse(&built.raw);
-    assert_eq!(m.subject(), Some(format!("ACCETTAZIONE: {}", ascii.trim()).as_str()));
+    assert_eq!(
+        m.subject(),
+        Some(format!("ACCETTAZIONE: {}", ascii.trim()).as_str())
+    );
 }
 
 #[test]
@@ -793,6 +919,9 @@ fn identifiers_are_unique_and_well_formed() {
     for id in [&a, &b, &n] {
         let (local, domain) = id.split_once('@').unwrap();
         assert_eq!(domain, "pec.example.it");
-        assert!(local.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'), "{id}");
+        assert!(
+            local.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'),
+            "{id}"
+        );
     }
 }
