@@ -347,6 +347,12 @@ fn busta_trasporto_has_the_envelope_headers_parts_and_msgid_swap() {
         text.contains("Il giorno 03/03/2025 alle ore 10:00:00 (+0100)"),
         "{text}"
     );
+    let qp = body(&m, parts[0]);
+    assert!(qp.is_ascii(), "quoted-printable is 7-bit");
+    assert!(
+        qp.split(|&b| b == b'\n').all(|l| l.len() <= 77),
+        "QP lines ≤ 76 + CR"
+    );
     assert!(text.contains(ID) && text.contains(TO_EXT));
     let d = check_daticert(parts[1], &built);
     assert_eq!(d.tipo, Tipo::PostaCertificata);
@@ -923,5 +929,32 @@ fn identifiers_are_unique_and_well_formed() {
             local.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'),
             "{id}"
         );
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+    /// Arbitrary bytes as the original never panic: an answer or an error naming the problem.
+    #[test]
+    fn arbitrary_originals_never_panic(raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+        let _ = postacert_original(&raw, ID);
+        let _ = breve_original(&raw);
+        let _ = is_primary_recipient(&raw, TO_CERT);
+        let _ = Certification::from_submission(
+            &raw,
+            SENDER,
+            &[TO_CERT.to_string()],
+            &|_| TipoDestinatario::Certificato,
+            ID.into(),
+            time(),
+        );
+    }
+
+    /// Header-like garbage with folding and MIME structure never panics either.
+    #[test]
+    fn mime_like_originals_never_panic(raw in "(([A-Za-z-]{1,12}: [ -~]{0,40}\r\n)|( [ -~]{0,20}\r\n)|(--b\r\n)|(Content-Type: multipart/mixed; boundary=b\r\n)|(Content-Disposition: attachment; filename=x\r\n)|(\r\n)){0,30}") {
+        let _ = postacert_original(raw.as_bytes(), ID);
+        let _ = breve_original(raw.as_bytes());
     }
 }
