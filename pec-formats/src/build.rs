@@ -1335,7 +1335,7 @@ pub fn mancata_consegna_timeout(
     d.dati.errore_esteso = Some(esteso);
     let text = format!(
         "-- Avviso di mancata consegna per superamento dei tempi massimi --\n\n{}{sentence}{}{DATICERT_LINE}",
-        intro(c, "il messaggio", &to_one(rcpt)),
+        intro(c, "si comunica che il messaggio", &to_one(rcpt)),
         identificativo_line(c)
     );
     notice(
