@@ -318,7 +318,7 @@ impl Verifier<'_> {
             (None, Some(t)) => self.push("daticert.tipo-header", Verdict::Skip, TIPO, format!("tipo=\"{t}\" but the headers name no kind with a daticert")),
             (Some(want), Some(t)) => {
                 let h = self.kind_headers();
-                if want.as_str() == t {
+                if want.as_str() == t.as_str() {
                     self.push("daticert.tipo-header", Verdict::Pass, TIPO, format!("tipo=\"{t}\" matches {h}"));
                 } else {
                     self.push("daticert.tipo-header", Verdict::Fail, TIPO, format!("tipo=\"{t}\" contradicts {h} (expected \"{want}\")"));
@@ -648,10 +648,9 @@ impl Verifier<'_> {
         let Some(k) = kind else {
             return self.push("mime.parts", Verdict::Skip, RULE, "kind unknown");
         };
-        let is_named = |p: &Part, name: &str| p.filename.as_deref().is_some_and(|f| f.eq_ignore_ascii_case(name));
         let (n_dati, n_post, n_all, listing) = match parts {
             Some(ps) => (
-                ps.iter().filter(|p| is_named(p, "daticert.xml")).count(),
+                ps.iter().filter(|p| named(p, "daticert.xml")).count(),
                 ps.iter().filter(|p| p.media == "message/rfc822").count(),
                 ps.len(),
                 ps.iter().map(|p| match &p.filename {
@@ -671,13 +670,13 @@ impl Verifier<'_> {
         };
         let mut problems = Vec::new();
         if let Some(ps) = parts {
-            for p in ps.iter().filter(|p| is_named(p, "daticert.xml")) {
+            for p in ps.iter().filter(|p| named(p, "daticert.xml")) {
                 if p.media != "application/xml" {
                     problems.push(format!("daticert.xml is {}, not application/xml", p.media));
                 }
             }
             for p in ps.iter().filter(|p| p.media == "message/rfc822") {
-                if !is_named(p, "postacert.eml") {
+                if !named(p, "postacert.eml") {
                     problems.push(format!("the message/rfc822 part is named {:?}, not postacert.eml", p.filename));
                 }
             }
@@ -785,6 +784,11 @@ impl Verifier<'_> {
     }
 }
 
+/// Whether a part carries file name `name` (case-insensitive).
+fn named(p: &Part, name: &str) -> bool {
+    p.filename.as_deref().is_some_and(|f| f.eq_ignore_ascii_case(name))
+}
+
 fn part_of(bytes: &[u8]) -> Part {
     let (headers, body) = mime::split_entity(bytes);
     let ct = mime::header(&headers, "Content-Type");
@@ -811,7 +815,7 @@ fn summary(cert: &X509) -> SignerSummary {
             cert.subject_name()
                 .entries_by_nid(Nid::PKCS9_EMAILADDRESS)
                 .next()
-                .and_then(|e| e.data().as_utf8().ok().map(|s| s.to_string()))
+                .map(|e| String::from_utf8_lossy(e.data().as_slice()).into_owned())
         });
     SignerSummary { subject: dn(cert.subject_name()), email, issuer: dn(cert.issuer_name()) }
 }
@@ -820,7 +824,7 @@ fn dn(name: &X509NameRef) -> String {
     name.entries()
         .map(|e| {
             let key = e.object().nid().short_name().unwrap_or("?");
-            let val = e.data().as_utf8().map(|s| s.to_string()).unwrap_or_else(|_| "?".into());
+            let val = String::from_utf8_lossy(e.data().as_slice());
             format!("{key}={val}")
         })
         .collect::<Vec<_>>()
