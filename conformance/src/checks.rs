@@ -154,6 +154,17 @@ impl Verifier<'_> {
             Some(s) => match &s.signature_der {
                 Some(der) => (s.content.clone(), der.clone()),
                 None => {
+                    if let Some(ct) = self.undecodable_signature_part() {
+                        // The part is there but is not a usable CMS: the signature is altered.
+                        self.push("signature.present", Verdict::Pass, PRESENT, format!("signature part {ct} present"));
+                        self.push(
+                            "signature.integrity",
+                            Verdict::Fail,
+                            "RFC 6109 §2.1, §5; RFC 5652 §5.4",
+                            "the signature part is not a base64 DER CMS SignedData: altered or damaged",
+                        );
+                        return self.skip_signature("signature unusable");
+                    }
                     self.push("signature.present", Verdict::Fail, PRESENT, "multipart/signed without a smime.p7s signature part");
                     return self.skip_signature("no signature");
                 }
@@ -182,6 +193,24 @@ impl Verifier<'_> {
         self.outcome("signature.validity", "RFC 6109 §2.2.2; RFC 5280 §4.1.2.5", &report.validity, "signer certificate valid at the chosen time");
         self.digest_check(&report, signed.and_then(|s| s.micalg.as_deref()));
         self.signer_from(&report);
+    }
+
+    /// The media type of a second part of a top-level multipart/signed that the parser could not
+    /// decode as a signature (RFC 5751 §3.5: the second body part is the signature).
+    fn undecodable_signature_part(&self) -> Option<String> {
+        if self.msg.wrapped {
+            return None;
+        }
+        let (h, body) = mime::split_entity(&self.msg.raw);
+        let ct = mime::header(&h, "Content-Type")?;
+        if mime::media_type(Some(ct)) != "multipart/signed" {
+            return None;
+        }
+        let boundary = mime::param(ct, "boundary")?;
+        let parts = mime::multipart_parts(body, &boundary);
+        let sig = part_of(parts.get(1)?);
+        matches!(sig.media.as_str(), "application/pkcs7-signature" | "application/x-pkcs7-signature")
+            .then_some(sig.media)
     }
 
     fn skip_signature(&mut self, why: &str) {

@@ -119,6 +119,13 @@ pub fn multipart_parts<'a>(body: &'a [u8], boundary: &str) -> Vec<&'a [u8]> {
         }
         pos = end;
     }
+    // No close delimiter (a truncated message): the last part runs to the end (RFC 2046 §5.1.1
+    // requires the close delimiter; readers are lenient).
+    if let Some(s) = start
+        && s < body.len()
+    {
+        parts.push(&body[s..]);
+    }
     parts
 }
 
