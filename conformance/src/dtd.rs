@@ -26,7 +26,10 @@ pub struct Element {
 impl Element {
     /// The value of attribute `name`, if written.
     pub fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.attrs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The first child named `name`.
@@ -111,14 +114,18 @@ pub fn parse_tree(xml: &[u8]) -> Result<Element, XmlError> {
                 match stack.last_mut() {
                     Some(el) => el.text.push_str(&content),
                     None if content.trim().is_empty() => {}
-                    None => return Err(XmlError::Malformed("text outside the root element".into())),
+                    None => {
+                        return Err(XmlError::Malformed("text outside the root element".into()));
+                    }
                 }
             }
             Event::CData(c) => {
                 let content = c.xml10_content().into_owned();
                 match stack.last_mut() {
                     Some(el) => el.text.push_str(&content),
-                    None => return Err(XmlError::Malformed("CDATA outside the root element".into())),
+                    None => {
+                        return Err(XmlError::Malformed("CDATA outside the root element".into()));
+                    }
                 }
             }
             Event::GeneralRef(r) => {
@@ -137,7 +144,11 @@ pub fn parse_tree(xml: &[u8]) -> Result<Element, XmlError> {
                 };
                 match stack.last_mut() {
                     Some(el) => el.text.push_str(&resolved),
-                    None => return Err(XmlError::Malformed("reference outside the root element".into())),
+                    None => {
+                        return Err(XmlError::Malformed(
+                            "reference outside the root element".into(),
+                        ));
+                    }
                 }
             }
             Event::Eof => break,
@@ -145,7 +156,10 @@ pub fn parse_tree(xml: &[u8]) -> Result<Element, XmlError> {
         }
     }
     if !stack.is_empty() {
-        return Err(XmlError::Malformed(format!("unclosed element <{}>", stack[stack.len() - 1].name)));
+        return Err(XmlError::Malformed(format!(
+            "unclosed element <{}>",
+            stack[stack.len() - 1].name
+        )));
     }
     root.ok_or_else(|| XmlError::Malformed("no root element".into()))
 }
@@ -178,12 +192,19 @@ fn element_of(s: &quick_xml::events::BytesStart<'_>) -> Result<Element, XmlError
         let value = a
             .normalized_value(quick_xml::XmlVersion::Implicit1_0)
             .map_err(|e| match e {
-                quick_xml::Error::Escape(_) => XmlError::Entity(format!("attribute of <{name}>: {e}")),
+                quick_xml::Error::Escape(_) => {
+                    XmlError::Entity(format!("attribute of <{name}>: {e}"))
+                }
                 other => XmlError::Malformed(format!("attribute of <{name}>: {other}")),
             })?;
         attrs.push((a.key.as_ref().to_string(), value.into_owned()));
     }
-    Ok(Element { name, attrs, children: Vec::new(), text: String::new() })
+    Ok(Element {
+        name,
+        attrs,
+        children: Vec::new(),
+        text: String::new(),
+    })
 }
 
 /// How often a child may occur in a sequence content model.
@@ -330,13 +351,19 @@ fn validate_element(el: &Element, errors: &mut Vec<String>) {
     }
     for (dn, _, default) in decls {
         if matches!(default, AttDefault::Required) && el.attr(dn).is_none() {
-            errors.push(format!("<{}>: required attribute `{dn}` is missing", el.name));
+            errors.push(format!(
+                "<{}>: required attribute `{dn}` is missing",
+                el.name
+            ));
         }
     }
     match m {
         Model::Pcdata => {
             for c in &el.children {
-                errors.push(format!("<{}> holds only text, found element <{}>", el.name, c.name));
+                errors.push(format!(
+                    "<{}> holds only text, found element <{}>",
+                    el.name, c.name
+                ));
             }
         }
         Model::Empty => {
@@ -421,12 +448,17 @@ mod tests {
     fn a_minimal_daticert_is_valid_and_entities_resolve() {
         let root = parse_tree(VALID.as_bytes()).unwrap();
         assert_eq!(validate(&root), Vec::<String>::new());
-        assert_eq!(root.child("dati").unwrap().child_text("msgid"), Some("<c@h>"));
+        assert_eq!(
+            root.child("dati").unwrap().child_text("msgid"),
+            Some("<c@h>")
+        );
     }
 
     #[test]
     fn violations_are_named() {
-        let bad = VALID.replace("accettazione", "bogus").replace("<risposte>a@pec.example.it</risposte>", "");
+        let bad = VALID
+            .replace("accettazione", "bogus")
+            .replace("<risposte>a@pec.example.it</risposte>", "");
         let errs = validate_bytes(bad.as_bytes()).unwrap();
         assert!(errs.iter().any(|e| e.contains("\"bogus\"")), "{errs:?}");
         assert!(errs.iter().any(|e| e.contains("<risposte>")), "{errs:?}");
@@ -444,8 +476,14 @@ mod tests {
             "<postacert ",
             "<!DOCTYPE postacert [<!ENTITY a \"aaaa\"><!ENTITY b \"&a;&a;\">]>\n<postacert ",
         );
-        assert!(matches!(parse_tree(lol.as_bytes()), Err(XmlError::Entity(_))));
+        assert!(matches!(
+            parse_tree(lol.as_bytes()),
+            Err(XmlError::Entity(_))
+        ));
         let undeclared = VALID.replace("EXAMPLE", "&xxe;");
-        assert!(matches!(parse_tree(undeclared.as_bytes()), Err(XmlError::Entity(_))));
+        assert!(matches!(
+            parse_tree(undeclared.as_bytes()),
+            Err(XmlError::Entity(_))
+        ));
     }
 }

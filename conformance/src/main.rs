@@ -7,7 +7,11 @@ use std::io::Read;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "pec-conformance", version, about = "PEC (Posta Elettronica Certificata) conformance tools")]
+#[command(
+    name = "pec-conformance",
+    version,
+    about = "PEC (Posta Elettronica Certificata) conformance tools"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,7 +44,12 @@ enum Format {
 
 fn main() {
     let cli = Cli::parse();
-    let Command::Verify { trust, at, format, files } = cli.command;
+    let Command::Verify {
+        trust,
+        at,
+        format,
+        files,
+    } = cli.command;
     let mut cfg = VerifyConfig::default();
     if let Some(p) = trust {
         match load_trust(&p) {
@@ -78,7 +87,9 @@ fn verify_file(file: &str, cfg: &VerifyConfig) -> FileReport {
         let mut buf = Vec::new();
         match std::io::stdin().read_to_end(&mut buf) {
             Ok(_) => buf,
-            Err(e) => return FileReport::unusable(file, format!("-: cannot read standard input: {e}")),
+            Err(e) => {
+                return FileReport::unusable(file, format!("-: cannot read standard input: {e}"));
+            }
         }
     } else {
         match std::fs::read(file) {
@@ -87,7 +98,9 @@ fn verify_file(file: &str, cfg: &VerifyConfig) -> FileReport {
         }
     };
     // A bug in a library must not take the other files down: report it as unusable input.
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| verify_bytes(file, &raw, cfg))) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        verify_bytes(file, &raw, cfg)
+    })) {
         Ok(r) => r,
         Err(p) => {
             let what = p
@@ -95,7 +108,10 @@ fn verify_file(file: &str, cfg: &VerifyConfig) -> FileReport {
                 .map(|s| s.to_string())
                 .or_else(|| p.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            FileReport::unusable(file, format!("{file}: internal error (a bug) while verifying: {what}"))
+            FileReport::unusable(
+                file,
+                format!("{file}: internal error (a bug) while verifying: {what}"),
+            )
         }
     }
 }

@@ -6,7 +6,11 @@ pub fn split_entity(bytes: &[u8]) -> (Vec<(String, String)>, &[u8]) {
     let mut headers: Vec<(String, String)> = Vec::new();
     let mut pos = 0;
     while pos < bytes.len() {
-        let end = bytes[pos..].iter().position(|&b| b == b'\n').map(|i| pos + i + 1).unwrap_or(bytes.len());
+        let end = bytes[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| pos + i + 1)
+            .unwrap_or(bytes.len());
         let line = &bytes[pos..end];
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches(['\r', '\n']);
@@ -32,13 +36,21 @@ pub fn split_entity(bytes: &[u8]) -> (Vec<(String, String)>, &[u8]) {
 
 /// The first header field named `name`, case-insensitively.
 pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 /// The media type of a Content-Type value, lower case (`text/plain` when absent: RFC 2045 §5.2).
 pub fn media_type(content_type: Option<&str>) -> String {
     match content_type {
-        Some(v) => v.split(';').next().unwrap_or("").trim().to_ascii_lowercase(),
+        Some(v) => v
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
         None => "text/plain".to_string(),
     }
 }
@@ -93,7 +105,11 @@ pub fn multipart_parts<'a>(body: &'a [u8], boundary: &str) -> Vec<&'a [u8]> {
     let mut start: Option<usize> = None;
     let mut pos = 0;
     while pos < body.len() {
-        let end = body[pos..].iter().position(|&b| b == b'\n').map(|i| pos + i + 1).unwrap_or(body.len());
+        let end = body[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| pos + i + 1)
+            .unwrap_or(body.len());
         let line = &body[pos..end];
         let trimmed = trim_line(line);
         if trimmed.starts_with(delim.as_bytes()) {
@@ -164,7 +180,10 @@ fn split_list(value: &str) -> Vec<String> {
         cur.push(c);
     }
     out.push(cur);
-    out.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    out.into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// One mailbox: the display name (unquoted) and the address (RFC 5322 §3.4).
@@ -184,30 +203,47 @@ pub fn mailbox(value: &str) -> Mailbox {
     {
         let address = v[lt + 1..gt].trim().to_string();
         let name = v[..lt].trim();
-        let name = name.strip_prefix('"').and_then(|n| n.strip_suffix('"')).unwrap_or(name);
+        let name = name
+            .strip_prefix('"')
+            .and_then(|n| n.strip_suffix('"'))
+            .unwrap_or(name);
         let name = name.replace("\\\"", "\"");
         let name = name.trim().to_string();
-        return Mailbox { name: (!name.is_empty()).then_some(name), address };
+        return Mailbox {
+            name: (!name.is_empty()).then_some(name),
+            address,
+        };
     }
     // A bare addr-spec, perhaps with a trailing comment.
     let address = v.split('(').next().unwrap_or(v).trim().to_string();
-    Mailbox { name: None, address }
+    Mailbox {
+        name: None,
+        address,
+    }
 }
 
 /// The addresses of an address-list header value, lower case.
 pub fn addresses(value: &str) -> Vec<String> {
-    split_list(value).iter().map(|m| mailbox(m).address.to_ascii_lowercase()).collect()
+    split_list(value)
+        .iter()
+        .map(|m| mailbox(m).address.to_ascii_lowercase())
+        .collect()
 }
 
 /// A Message-ID without its angle brackets and surrounding space.
 pub fn bare_msgid(v: &str) -> &str {
     let t = v.trim();
-    t.strip_prefix('<').and_then(|s| s.strip_suffix('>')).unwrap_or(t).trim()
+    t.strip_prefix('<')
+        .and_then(|s| s.strip_suffix('>'))
+        .unwrap_or(t)
+        .trim()
 }
 
 /// True when `raw` has a LF not preceded by CR (digest §14.8).
 pub fn has_bare_lf(raw: &[u8]) -> bool {
-    raw.iter().enumerate().any(|(i, &b)| b == b'\n' && (i == 0 || raw[i - 1] != b'\r'))
+    raw.iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || raw[i - 1] != b'\r'))
 }
 
 #[cfg(test)]
@@ -219,7 +255,10 @@ mod tests {
         let ct = r#"multipart/signed; protocol="application/x-pkcs7-signature"; micalg=sha1; boundary="--a;b""#;
         assert_eq!(param(ct, "micalg").as_deref(), Some("sha1"));
         assert_eq!(param(ct, "boundary").as_deref(), Some("--a;b"));
-        assert_eq!(param(ct, "protocol").as_deref(), Some("application/x-pkcs7-signature"));
+        assert_eq!(
+            param(ct, "protocol").as_deref(),
+            Some("application/x-pkcs7-signature")
+        );
         assert_eq!(param(ct, "charset"), None);
         assert_eq!(media_type(Some(ct)), "multipart/signed");
     }
@@ -229,7 +268,10 @@ mod tests {
         let m = mailbox(r#""Per conto di: a@pec.it" <posta-certificata@pec.aruba.it>"#);
         assert_eq!(m.name.as_deref(), Some("Per conto di: a@pec.it"));
         assert_eq!(m.address, "posta-certificata@pec.aruba.it");
-        assert_eq!(addresses(r#""x, y" <A@b.it>, c@d.it"#), vec!["a@b.it", "c@d.it"]);
+        assert_eq!(
+            addresses(r#""x, y" <A@b.it>, c@d.it"#),
+            vec!["a@b.it", "c@d.it"]
+        );
         assert_eq!(bare_msgid(" <a@b> "), "a@b");
     }
 

@@ -142,7 +142,11 @@ impl RunReport {
             failed: count("fail"),
             errors: count("error"),
         };
-        RunReport { schema: SCHEMA, files, summary }
+        RunReport {
+            schema: SCHEMA,
+            files,
+            summary,
+        }
     }
 
     /// The process exit code: 2 when an input was unusable, else 1 when a check failed, else 0.
