@@ -95,7 +95,6 @@ pub enum DaticertError {
     Entity(String),
 }
 
-
 /// The DOCTYPE written by [`Daticert::to_xml`]: the DTD by its file name, never fetched by readers.
 pub const DOCTYPE: &str = r#"<!DOCTYPE postacert SYSTEM "daticert.dtd">"#;
 
@@ -138,9 +137,18 @@ impl Daticert {
         // ricezione*, errore-esteso?)
         w.push_str("    <dati>\n");
         leaf(&mut w, "gestore-emittente", &d.gestore_emittente);
-        w.push_str(&format!("        <data zona=\"{}\">\n", escape(&d.data.zona, true)));
-        w.push_str(&format!("            <giorno>{}</giorno>\n", escape(&d.data.giorno, false)));
-        w.push_str(&format!("            <ora>{}</ora>\n", escape(&d.data.ora, false)));
+        w.push_str(&format!(
+            "        <data zona=\"{}\">\n",
+            escape(&d.data.zona, true)
+        ));
+        w.push_str(&format!(
+            "            <giorno>{}</giorno>\n",
+            escape(&d.data.giorno, false)
+        ));
+        w.push_str(&format!(
+            "            <ora>{}</ora>\n",
+            escape(&d.data.ora, false)
+        ));
         w.push_str("        </data>\n");
         leaf(&mut w, "identificativo", &d.identificativo);
         if let Some(m) = &d.msgid {
@@ -184,18 +192,25 @@ impl Daticert {
         let mut problems = Vec::new();
         // DTD: destinatari+
         if self.intestazione.destinatari.is_empty() {
-            problems.push("<intestazione> has no <destinatari> (the DTD requires at least one)".into());
+            problems
+                .push("<intestazione> has no <destinatari> (the DTD requires at least one)".into());
         }
         let data = &self.dati.data;
         // DTD comments: giorno "gg/mm/aaaa", ora "hh:mm:ss", zona "[+|-]hhmm".
         if parse_giorno(&data.giorno).is_none() {
-            problems.push(format!("<giorno> `{}` is not a date gg/mm/aaaa", data.giorno));
+            problems.push(format!(
+                "<giorno> `{}` is not a date gg/mm/aaaa",
+                data.giorno
+            ));
         }
         if parse_ora(&data.ora).is_none() {
             problems.push(format!("<ora> `{}` is not a time hh:mm:ss", data.ora));
         }
         if !is_zona_format(&data.zona) {
-            problems.push(format!("<data zona=\"{}\"> is not an offset [+|-]hhmm", data.zona));
+            problems.push(format!(
+                "<data zona=\"{}\"> is not an offset [+|-]hhmm",
+                data.zona
+            ));
         }
         for (name, value) in self.texts() {
             if let Some(c) = value.chars().find(|&c| !is_xml_char(c)) {
@@ -213,7 +228,11 @@ impl Daticert {
         let i = &self.intestazione;
         let d = &self.dati;
         let mut v = vec![("mittente", i.mittente.as_str())];
-        v.extend(i.destinatari.iter().map(|x| ("destinatari", x.indirizzo.as_str())));
+        v.extend(
+            i.destinatari
+                .iter()
+                .map(|x| ("destinatari", x.indirizzo.as_str())),
+        );
         v.push(("risposte", &i.risposte));
         v.extend(i.oggetto.as_deref().map(|x| ("oggetto", x)));
         v.push(("gestore-emittente", &d.gestore_emittente));
@@ -243,18 +262,28 @@ impl Data {
     /// The instant `giorno` `ora` at offset `zona` denotes. Errors name the malformed part.
     pub fn to_instant(&self) -> Result<DateTime<Utc>, DaticertError> {
         let day = parse_giorno(&self.giorno).ok_or_else(|| {
-            DaticertError::Invalid(format!("<giorno> `{}` is not a date gg/mm/aaaa", self.giorno))
+            DaticertError::Invalid(format!(
+                "<giorno> `{}` is not a date gg/mm/aaaa",
+                self.giorno
+            ))
         })?;
         let t = parse_ora(&self.ora).ok_or_else(|| {
             DaticertError::Invalid(format!("<ora> `{}` is not a time hh:mm:ss", self.ora))
         })?;
         let offset = time::parse_zona(&self.zona).ok_or_else(|| {
-            DaticertError::Invalid(format!("<data zona=\"{}\"> is not an offset [+|-]hhmm", self.zona))
+            DaticertError::Invalid(format!(
+                "<data zona=\"{}\"> is not an offset [+|-]hhmm",
+                self.zona
+            ))
         })?;
         let utc = day
             .and_time(t)
-            .checked_sub_signed(chrono::Duration::seconds(i64::from(offset.local_minus_utc())))
-            .ok_or_else(|| DaticertError::Invalid(format!("<giorno> `{}` is out of range", self.giorno)))?;
+            .checked_sub_signed(chrono::Duration::seconds(i64::from(
+                offset.local_minus_utc(),
+            )))
+            .ok_or_else(|| {
+                DaticertError::Invalid(format!("<giorno> `{}` is out of range", self.giorno))
+            })?;
         Ok(utc.and_utc())
     }
 
@@ -318,7 +347,10 @@ fn digits(s: &str) -> Option<u32> {
 
 /// One `<name>text</name>` line at the second indentation level.
 fn leaf(w: &mut String, name: &str, value: &str) {
-    w.push_str(&format!("        <{name}>{}</{name}>\n", escape(value, false)));
+    w.push_str(&format!(
+        "        <{name}>{}</{name}>\n",
+        escape(value, false)
+    ));
 }
 
 /// The characters XML 1.0 allows (XML 1.0 §2.2 Char).
@@ -355,10 +387,17 @@ fn decode(xml: &[u8]) -> Result<std::borrow::Cow<'_, str>, DaticertError> {
     match std::str::from_utf8(xml) {
         Ok(s) => Ok(std::borrow::Cow::Borrowed(s)),
         Err(e) => {
-            let head: String = xml.iter().take(100).map(|&b| (b as char).to_ascii_lowercase()).collect();
+            let head: String = xml
+                .iter()
+                .take(100)
+                .map(|&b| (b as char).to_ascii_lowercase())
+                .collect();
             let decl = head.split("?>").next().unwrap_or("");
-            if decl.starts_with("<?xml") && (decl.contains("iso-8859-1") || decl.contains("latin1")) {
-                Ok(std::borrow::Cow::Owned(xml.iter().map(|&b| b as char).collect()))
+            if decl.starts_with("<?xml") && (decl.contains("iso-8859-1") || decl.contains("latin1"))
+            {
+                Ok(std::borrow::Cow::Owned(
+                    xml.iter().map(|&b| b as char).collect(),
+                ))
             } else {
                 Err(DaticertError::Invalid(format!(
                     "not UTF-8: invalid byte at offset {}",
@@ -380,7 +419,10 @@ struct Node {
 
 impl Node {
     fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
@@ -402,9 +444,8 @@ impl Node {
 
     /// The one required child `name`.
     fn one(&self, name: &str) -> Result<&Node, DaticertError> {
-        self.opt(name)?.ok_or_else(|| {
-            DaticertError::Invalid(format!("missing <{name}> in <{}>", self.name))
-        })
+        self.opt(name)?
+            .ok_or_else(|| DaticertError::Invalid(format!("missing <{name}> in <{}>", self.name)))
     }
 
     /// The trimmed text of the required child `name`.
@@ -499,6 +540,11 @@ fn parse_tree(xml: &str) -> Result<Node, DaticertError> {
             }
             Event::Empty(s) => {
                 count += 1;
+                if count > MAX_ELEMENTS {
+                    return Err(DaticertError::Invalid(format!(
+                        "document too large at byte {at}"
+                    )));
+                }
                 element(&s, at, &stack)?
             }
             Event::End(_) => stack.pop().ok_or_else(|| {
@@ -604,7 +650,9 @@ fn from_tree(root: &Node) -> Result<Daticert, DaticertError> {
     let tipo = root
         .enum_attr::<Tipo>("tipo")?
         .ok_or_else(|| DaticertError::Invalid("missing attribute tipo in <postacert>".into()))?;
-    let errore = root.enum_attr::<Errore>("errore")?.unwrap_or(Errore::Nessuno);
+    let errore = root
+        .enum_attr::<Errore>("errore")?
+        .unwrap_or(Errore::Nessuno);
 
     let int = root.one("intestazione")?;
     let destinatari = int
@@ -652,7 +700,10 @@ fn from_tree(root: &Node) -> Result<Daticert, DaticertError> {
         msgid: dat.opt_text_of("msgid")?,
         ricevuta,
         consegna: dat.opt_text_of("consegna")?,
-        ricezione: dat.all("ricezione").map(|n| n.text.trim().to_string()).collect(),
+        ricezione: dat
+            .all("ricezione")
+            .map(|n| n.text.trim().to_string())
+            .collect(),
         errore_esteso: dat.opt_text_of("errore-esteso")?,
     };
     Ok(Daticert {
@@ -754,8 +805,7 @@ mod tests {
             Tipo::ErroreConsegna => {
                 d.errore = Errore::NoDest;
                 x.consegna = Some("nonexistent@pec.other.example".into());
-                x.errore_esteso =
-                    Some("5.1.1 - OTHER PEC S.p.A. - indirizzo non valido".into());
+                x.errore_esteso = Some("5.1.1 - OTHER PEC S.p.A. - indirizzo non valido".into());
             }
             Tipo::PreavvisoErroreConsegna => {
                 d.errore = Errore::Altro;
@@ -771,13 +821,15 @@ mod tests {
         d
     }
 
-    /// Runs `xmllint --nonet --noout --dtdvalid` on `xml`; `false` when xmllint is absent.
-    fn xmllint_accepts(xml: &str, name: &str) -> bool {
+    /// Runs `xmllint --nonet --noout --dtdvalid` on `xml` (the DTD also beside the file, where the
+    /// DOCTYPE points): `Some((valid, stderr))`, or `None` with a notice when xmllint is absent.
+    fn xmllint(xml: &str, name: &str) -> Option<(bool, String)> {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join(format!("{name}.xml"));
         std::fs::write(&file, xml).expect("write");
         let dtd = repo().join("fixtures/reference/daticert.dtd");
-        let out = match std::process::Command::new("xmllint")
+        std::fs::copy(&dtd, dir.path().join("daticert.dtd")).expect("copy dtd");
+        match std::process::Command::new("xmllint")
             .arg("--nonet")
             .arg("--noout")
             .arg("--dtdvalid")
@@ -785,19 +837,24 @@ mod tests {
             .arg(&file)
             .output()
         {
-            Ok(out) => out,
+            Ok(out) => Some((
+                out.status.success(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 eprintln!("NOTICE: xmllint not found, DTD validation of {name} skipped");
-                return false;
+                None
             }
             Err(e) => panic!("xmllint: {e}"),
-        };
-        assert!(
-            out.status.success(),
-            "xmllint refused {name}: {}\n{xml}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        true
+        }
+    }
+
+    /// Asserts that xmllint accepts `xml` (skipped with a notice when xmllint is absent).
+    fn assert_dtd_valid(xml: &str, name: &str) {
+        if let Some((valid, stderr)) = xmllint(xml, name) {
+            assert!(valid, "xmllint refused {name}: {stderr}\n{xml}");
+            assert!(stderr.is_empty(), "xmllint warned on {name}: {stderr}");
+        }
     }
 
     #[test]
@@ -812,6 +869,7 @@ mod tests {
             let again = Daticert::from_xml(d.to_xml().as_bytes()).expect("re-read");
             assert_eq!(again, d, "{f:?}");
             let written = d.to_xml();
+            assert_dtd_valid(&written, "real");
             // The real files differ from ours only by the DOCTYPE line and the final newline.
             let ours = written.replacen(&format!("{DOCTYPE}\n"), "", 1);
             let theirs = String::from_utf8(bytes).expect("utf-8");
@@ -821,13 +879,14 @@ mod tests {
 
     #[test]
     fn real_values_are_read_exactly() {
-        let d = Daticert::from_xml(
-            &std::fs::read(
-                repo().join("fixtures/real/daticert/from-eml_aruba-2014_busta-trasporto_message1.xml"),
+        let d =
+            Daticert::from_xml(
+                &std::fs::read(repo().join(
+                    "fixtures/real/daticert/from-eml_aruba-2014_busta-trasporto_message1.xml",
+                ))
+                .expect("read"),
             )
-            .expect("read"),
-        )
-        .expect("parse");
+            .expect("parse");
         assert_eq!(d.tipo, Tipo::PostaCertificata);
         assert_eq!(d.errore, Errore::Nessuno);
         assert_eq!(d.intestazione.oggetto.as_deref(), Some("Re: archetipo"));
@@ -837,17 +896,28 @@ mod tests {
             Some("<NEOEQO$8B558E13C0664DE7004C1EFB790D1A09@pec.it>")
         );
         assert_eq!(d.dati.ricevuta, Some(TipoRicevuta::Completa));
-        assert_eq!(d.dati.data.to_instant().expect("instant"), utc("2014-11-07T15:52:00Z"));
+        assert_eq!(
+            d.dati.data.to_instant().expect("instant"),
+            utc("2014-11-07T15:52:00Z")
+        );
 
         let p = Daticert::from_xml(
-            &std::fs::read(repo().join("fixtures/real/daticert/postecom-2012_posta-certificata.xml"))
-                .expect("read"),
+            &std::fs::read(
+                repo().join("fixtures/real/daticert/postecom-2012_posta-certificata.xml"),
+            )
+            .expect("read"),
         )
         .expect("parse");
-        assert_eq!(p.intestazione.destinatari[0].tipo, TipoDestinatario::Esterno);
+        assert_eq!(
+            p.intestazione.destinatari[0].tipo,
+            TipoDestinatario::Esterno
+        );
         assert_eq!(p.dati.msgid, None);
         assert_eq!(p.dati.data.zona, "+0200");
-        assert_eq!(p.dati.data.to_instant().expect("instant"), utc("2012-09-21T13:16:38Z"));
+        assert_eq!(
+            p.dati.data.to_instant().expect("instant"),
+            utc("2012-09-21T13:16:38Z")
+        );
     }
 
     #[test]
@@ -858,9 +928,13 @@ mod tests {
             assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE postacert SYSTEM \"daticert.dtd\">\n"));
             assert!(!xml.contains('\r'));
             assert!(xml.contains("<msgid>&lt;client-1234@host.example&gt;</msgid>"));
-            assert_eq!(Daticert::from_xml(xml.as_bytes()).expect("re-read"), d, "{tipo}");
+            assert_eq!(
+                Daticert::from_xml(xml.as_bytes()).expect("re-read"),
+                d,
+                "{tipo}"
+            );
             assert_eq!(d.validate(), Vec::<String>::new(), "{tipo}");
-            xmllint_accepts(&xml, tipo.as_str());
+            assert_dtd_valid(&xml, tipo.as_str());
             insta::assert_snapshot!(format!("to_xml_{tipo}"), xml);
         }
     }
@@ -932,7 +1006,10 @@ mod tests {
         assert_eq!(d.tipo, Tipo::AvvenutaConsegna);
         assert_eq!(d.errore, Errore::Nessuno);
         assert_eq!(d.intestazione.mittente, "a@pec.example.it");
-        assert_eq!(d.intestazione.destinatari[0].tipo, TipoDestinatario::Certificato);
+        assert_eq!(
+            d.intestazione.destinatari[0].tipo,
+            TipoDestinatario::Certificato
+        );
         assert_eq!(d.intestazione.oggetto, None);
         assert_eq!(d.dati.gestore_emittente, "GA");
         assert_eq!(d.dati.identificativo, "id<1>");
@@ -945,8 +1022,17 @@ mod tests {
     #[test]
     fn iso_8859_1_documents_are_read_when_declared() {
         let mut xml = b"<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>".to_vec();
-        xml.extend_from_slice(sample(Tipo::Accettazione).to_xml().split_once("?>").unwrap().1.as_bytes());
-        let xml = String::from_utf8(xml).unwrap().replace("Diffida", "Perch\u{e9}");
+        xml.extend_from_slice(
+            sample(Tipo::Accettazione)
+                .to_xml()
+                .split_once("?>")
+                .unwrap()
+                .1
+                .as_bytes(),
+        );
+        let xml = String::from_utf8(xml)
+            .unwrap()
+            .replace("Diffida", "Perch\u{e9}");
         let latin1: Vec<u8> = xml.chars().map(|c| c as u32 as u8).collect();
         let d = Daticert::from_xml(&latin1).expect("latin-1");
         assert!(d.intestazione.oggetto.unwrap().starts_with("Perch\u{e9}"));
@@ -967,7 +1053,11 @@ mod tests {
  <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
 ]>
 <postacert tipo="accettazione"><intestazione><mittente>&lol2;</mittente></intestazione></postacert>"#;
-        assert!(entity(laughs).contains("<!ENTITY lol"), "{}", entity(laughs));
+        assert!(
+            entity(laughs).contains("<!ENTITY lol"),
+            "{}",
+            entity(laughs)
+        );
         let xxe = r#"<?xml version="1.0"?>
 <!DOCTYPE postacert [<!ENTITY x SYSTEM "file:///etc/passwd">]>
 <postacert tipo="accettazione"><intestazione><mittente>&x;</mittente></intestazione></postacert>"#;
@@ -975,12 +1065,18 @@ mod tests {
         let parameter = r#"<!DOCTYPE postacert [<!ENTITY % p SYSTEM "http://127.0.0.1/evil.dtd"> %p;]><postacert/>"#;
         entity(parameter);
         // A reference to an entity nobody declared is not expanded either.
-        let m = invalid(r#"<postacert tipo="accettazione"><intestazione><mittente>&x;</mittente></intestazione></postacert>"#);
-        assert!(m.contains("&x;") && m.contains("<postacert>/<intestazione>/<mittente>"), "{m}");
+        let m = invalid(
+            r#"<postacert tipo="accettazione"><intestazione><mittente>&x;</mittente></intestazione></postacert>"#,
+        );
+        assert!(
+            m.contains("&x;") && m.contains("<postacert>/<intestazione>/<mittente>"),
+            "{m}"
+        );
         // An internal subset without entities is harmless and ignored.
-        let ok = sample(Tipo::Accettazione)
-            .to_xml()
-            .replace(DOCTYPE, r#"<!DOCTYPE postacert [<!ATTLIST postacert x CDATA "y">]>"#);
+        let ok = sample(Tipo::Accettazione).to_xml().replace(
+            DOCTYPE,
+            r#"<!DOCTYPE postacert [<!ATTLIST postacert x CDATA "y">]>"#,
+        );
         assert!(Daticert::from_xml(ok.as_bytes()).is_ok());
     }
 
@@ -1002,7 +1098,10 @@ mod tests {
         assert!(m.contains("<dati>"), "{m}");
         let cut = xml.find("</dati>").expect("dati");
         let m = invalid(&xml[..cut]);
-        assert!(m.contains("truncated") && m.contains("<postacert>/<dati>"), "{m}");
+        assert!(
+            m.contains("truncated") && m.contains("<postacert>/<dati>"),
+            "{m}"
+        );
     }
 
     #[test]
@@ -1024,7 +1123,10 @@ mod tests {
         let m = invalid(&xml.replace("tipo=\"avvenuta-consegna\" ", ""));
         assert_eq!(m, "missing attribute tipo in <postacert>");
         let m = invalid(&xml.replace("avvenuta-consegna", "consegnata"));
-        assert!(m.contains("<postacert tipo=\"consegnata\">") && m.contains("not a valid Tipo"), "{m}");
+        assert!(
+            m.contains("<postacert tipo=\"consegnata\">") && m.contains("not a valid Tipo"),
+            "{m}"
+        );
         let m = invalid(&xml.replace("errore=\"nessuno\"", "errore=\"boh\""));
         assert!(m.contains("errore=\"boh\""), "{m}");
         let m = invalid(&xml.replace("<ricevuta tipo=\"breve\" />", "<ricevuta />"));
@@ -1044,6 +1146,8 @@ mod tests {
     fn deep_nesting_is_refused_without_recursion() {
         let xml = format!("<postacert>{}", "<a>".repeat(100_000));
         assert!(invalid(&xml).contains("too deep"));
+        let xml = format!("<postacert>{}</postacert>", "<a/>".repeat(MAX_ELEMENTS + 1));
+        assert!(invalid(&xml).contains("too large"));
     }
 
     #[test]
@@ -1057,7 +1161,10 @@ mod tests {
         ];
         for (instant, zona, giorno, ora) in cases {
             let d = Data::from_instant(utc(instant));
-            assert_eq!((d.zona.as_str(), d.giorno.as_str(), d.ora.as_str()), (zona, giorno, ora));
+            assert_eq!(
+                (d.zona.as_str(), d.giorno.as_str(), d.ora.as_str()),
+                (zona, giorno, ora)
+            );
             assert_eq!(d.to_instant().expect("instant"), utc(instant));
             assert_eq!(d.check_zona(), Ok(()));
         }
@@ -1070,16 +1177,32 @@ mod tests {
             giorno: giorno.into(),
             ora: ora.into(),
         };
-        let e = data("+0200", "14/11/2014", "18:26:32").check_zona().unwrap_err();
+        let e = data("+0200", "14/11/2014", "18:26:32")
+            .check_zona()
+            .unwrap_err();
         assert!(e.contains("expected +0100"), "{e}");
-        assert!(data("+0100", "14/07/2014", "18:26:32").check_zona().is_err());
+        assert!(
+            data("+0100", "14/07/2014", "18:26:32")
+                .check_zona()
+                .is_err()
+        );
         // 02:30 on 31/03/2024 does not exist in Rome.
-        assert!(data("+0100", "31/03/2024", "02:30:00").check_zona().is_err());
-        assert!(data("+0200", "31/03/2024", "02:30:00").check_zona().is_err());
+        assert!(
+            data("+0100", "31/03/2024", "02:30:00")
+                .check_zona()
+                .is_err()
+        );
+        assert!(
+            data("+0200", "31/03/2024", "02:30:00")
+                .check_zona()
+                .is_err()
+        );
         // 02:30 on 27/10/2024 happens twice: both offsets are right.
         assert!(data("+0200", "27/10/2024", "02:30:00").check_zona().is_ok());
         assert!(data("+0100", "27/10/2024", "02:30:00").check_zona().is_ok());
-        let e = data("+0100", "31/02/2024", "10:00:00").check_zona().unwrap_err();
+        let e = data("+0100", "31/02/2024", "10:00:00")
+            .check_zona()
+            .unwrap_err();
         assert!(e.contains("<giorno> `31/02/2024`"), "{e}");
         match data("0100", "01/02/2024", "10:00:00").to_instant() {
             Err(DaticertError::Invalid(m)) => assert!(m.contains("zona=\"0100\""), "{m}"),
@@ -1110,9 +1233,14 @@ mod tests {
         assert!(problems[2].contains("<ora> `6:26:32`"));
         assert!(problems[3].contains("zona=\"+01:00\""));
         assert!(problems[4].contains("<mittente> contains U+0001"));
-        // The writer still produces well-formed XML, without the control character.
+        // The writer still produces well-formed XML, without the control character; the DTD
+        // oracle refuses it for the missing destinatari.
         let xml = d.to_xml();
         assert!(xml.contains("a\u{FFFD}b@pec.example.it"));
+        assert!(Daticert::from_xml(xml.as_bytes()).is_ok());
+        if let Some((valid, stderr)) = xmllint(&xml, "no-destinatari") {
+            assert!(!valid && stderr.contains("destinatari+"), "{stderr}");
+        }
     }
 
     proptest! {

@@ -143,7 +143,12 @@ pub fn header_addresses(value: &str) -> Vec<String> {
         let input = field_input(value);
         let mut out = Vec::new();
         let mut push = |a: &Addr<'_>| {
-            if let Some(addr) = a.address.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
+            if let Some(addr) = a
+                .address
+                .as_deref()
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+            {
                 out.push(addr.to_string());
             }
         };
@@ -253,9 +258,9 @@ impl Entity {
         matches!(
             self.content_type.as_str(),
             "application/pkcs7-mime" | "application/x-pkcs7-mime"
-        ) && !self
+        ) && self
             .param("smime-type")
-            .is_some_and(|t| !t.eq_ignore_ascii_case("signed-data"))
+            .is_none_or(|t| t.eq_ignore_ascii_case("signed-data"))
     }
 
     /// The body, decoded from its Content-Transfer-Encoding (RFC 2045 §6).
@@ -271,7 +276,11 @@ impl Entity {
     /// The body as text: transfer encoding, then `charset` (ISO-8859-1 in PEC: RFC 6109 §4.3.1).
     fn decoded_text(&self, buf: &[u8]) -> String {
         let bytes = self.decoded_body(buf);
-        let charset = self.param("charset").unwrap_or("us-ascii").trim().to_string();
+        let charset = self
+            .param("charset")
+            .unwrap_or("us-ascii")
+            .trim()
+            .to_string();
         let utf8 = charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("utf8");
         if !utf8
             && let Some(text) = guard(|| {
@@ -395,14 +404,15 @@ fn parse_entity(buf: &[u8], start: usize, end: usize, depth: usize) -> Entity {
         params,
         children: Vec::new(),
     };
-    if entity.content_type.starts_with("multipart/") && depth < MAX_DEPTH {
-        if let Some(boundary) = entity.param("boundary").filter(|b| !b.is_empty()) {
-            let boundary = boundary.as_bytes().to_vec();
-            entity.children = split_multipart(buf, body, end, &boundary)
-                .into_iter()
-                .map(|(s, e)| parse_entity(buf, s, e, depth + 1))
-                .collect();
-        }
+    if entity.content_type.starts_with("multipart/")
+        && depth < MAX_DEPTH
+        && let Some(boundary) = entity.param("boundary").filter(|b| !b.is_empty())
+    {
+        let boundary = boundary.as_bytes().to_vec();
+        entity.children = split_multipart(buf, body, end, &boundary)
+            .into_iter()
+            .map(|(s, e)| parse_entity(buf, s, e, depth + 1))
+            .collect();
     }
     entity
 }
@@ -726,7 +736,10 @@ fn signed_part<'a>(buf: &[u8], signed: &'a Entity) -> (SignedPart, Option<&'a En
         // RFC 5751 §3.5.2: the content is inside the CMS; we do not unwrap it here.
         let (der, error) = match base64_decode(&buf[signed.body..signed.end], false) {
             Ok(d) => (Some(d), None),
-            Err(e) => (None, Some(format!("the pkcs7-mime body is not valid base64: {e}"))),
+            Err(e) => (
+                None,
+                Some(format!("the pkcs7-mime body is not valid base64: {e}")),
+            ),
         };
         let part = SignedPart {
             signature_der: der,
@@ -861,7 +874,9 @@ mod tests {
     }
 
     fn fixture(name: &str) -> Vec<u8> {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/real/eml").join(name);
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures/real/eml")
+            .join(name);
         std::fs::read(p).unwrap()
     }
 
@@ -896,11 +911,20 @@ mod tests {
                 Kind::AvvenutaConsegna
             };
             assert_eq!(m.kind, Some(want), "{name}");
-            let s = m.signed.as_ref().unwrap_or_else(|| panic!("{name}: no signed part"));
+            let s = m
+                .signed
+                .as_ref()
+                .unwrap_or_else(|| panic!("{name}: no signed part"));
             assert!(!s.opaque);
             let head = String::from_utf8_lossy(&s.content[..200.min(s.content.len())]).to_string();
-            assert!(head.contains("Content-Type: multipart/mixed"), "{name}: {head}");
-            assert!(s.content.ends_with(b"\r\n") || s.content.ends_with(b"--"), "{name}");
+            assert!(
+                head.contains("Content-Type: multipart/mixed"),
+                "{name}: {head}"
+            );
+            assert!(
+                s.content.ends_with(b"\r\n") || s.content.ends_with(b"--"),
+                "{name}"
+            );
             assert!(s.micalg.is_some() && s.protocol.is_some(), "{name}");
             if name.starts_with("aruba") {
                 let der = s.signature_der.as_ref().unwrap();
@@ -908,18 +932,42 @@ mod tests {
                 assert_eq!(s.micalg.as_deref(), Some("sha1"));
             } else if name.starts_with("sanitized-2021") {
                 // The sanitised signature part is `MII..PKw==`: not base64.
-                assert!(s.signature_der.is_none() && s.signature_error.is_some(), "{name}");
+                assert!(
+                    s.signature_der.is_none() && s.signature_error.is_some(),
+                    "{name}"
+                );
                 assert_eq!(s.micalg.as_deref(), Some("sha-256"));
             } else {
-                assert!(s.signature_der.is_none() && s.signature_error.is_none(), "{name}");
+                assert!(
+                    s.signature_der.is_none() && s.signature_error.is_none(),
+                    "{name}"
+                );
             }
-            assert_eq!(m.daticert_xml.as_deref(), Some(&expected_daticert(&name)[..]), "{name}");
-            assert_eq!(m.parts[0].content_type.starts_with("text/plain"), name.starts_with("aruba"));
-            assert!(m.text.as_deref().unwrap().contains("Ricevuta") || m.text.as_deref().unwrap().contains("Messaggio di Posta Certificata"), "{name}");
+            assert_eq!(
+                m.daticert_xml.as_deref(),
+                Some(&expected_daticert(&name)[..]),
+                "{name}"
+            );
+            assert_eq!(
+                m.parts[0].content_type.starts_with("text/plain"),
+                name.starts_with("aruba")
+            );
+            assert!(
+                m.text.as_deref().unwrap().contains("Ricevuta")
+                    || m.text
+                        .as_deref()
+                        .unwrap()
+                        .contains("Messaggio di Posta Certificata"),
+                "{name}"
+            );
             let has_original = !name.contains("accettazione");
             assert_eq!(m.postacert.is_some(), has_original, "{name}");
             if has_original {
-                let p = m.parts.iter().find(|p| p.content_type == "message/rfc822").unwrap();
+                let p = m
+                    .parts
+                    .iter()
+                    .find(|p| p.content_type == "message/rfc822")
+                    .unwrap();
                 assert_eq!(p.filename.as_deref(), Some("postacert.eml"));
                 assert_eq!(p.disposition.as_deref(), Some("inline"));
             }
@@ -933,11 +981,18 @@ mod tests {
         let s = m.signed.unwrap();
         let delim = b"------1CB33C3FC15372655A6FF6383EC48F9B\r\n";
         let first = raw.windows(delim.len()).position(|w| w == delim).unwrap() + delim.len();
-        let tail = b"\r\n------1CB33C3FC15372655A6FF6383EC48F9B\r\nContent-Type: application/x-pkcs7";
+        let tail =
+            b"\r\n------1CB33C3FC15372655A6FF6383EC48F9B\r\nContent-Type: application/x-pkcs7";
         let last = raw.windows(tail.len()).position(|w| w == tail).unwrap();
-        assert!(s.content.starts_with(b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed;"));
+        assert!(
+            s.content
+                .starts_with(b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed;")
+        );
         assert_eq!(s.content, raw[first..last]);
-        assert!(s.content.ends_with(b"------------=_1415375521-3048-18--\r\n"));
+        assert!(
+            s.content
+                .ends_with(b"------------=_1415375521-3048-18--\r\n")
+        );
         assert_eq!(s.protocol.as_deref(), Some("application/x-pkcs7-signature"));
     }
 
@@ -957,11 +1012,26 @@ mod tests {
             let store = X509StoreBuilder::new().unwrap().build();
             let certs = Stack::new().unwrap();
             let mut tampered = s.content.clone();
-            let ok = p7.verify(&certs, &store, Some(&s.content), None, Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY);
+            let ok = p7.verify(
+                &certs,
+                &store,
+                Some(&s.content),
+                None,
+                Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY,
+            );
             assert!(ok.is_ok(), "{name}: {ok:?}");
             tampered.extend_from_slice(b"\r\n");
-            let bad = p7.verify(&certs, &store, Some(&tampered), None, Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY);
-            assert!(bad.is_err(), "{name}: one more CRLF must break the signature");
+            let bad = p7.verify(
+                &certs,
+                &store,
+                Some(&tampered),
+                None,
+                Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY,
+            );
+            assert!(
+                bad.is_err(),
+                "{name}: one more CRLF must break the signature"
+            );
         }
     }
 
@@ -969,11 +1039,18 @@ mod tests {
     fn lf_only_copies_give_the_same_signed_bytes_as_crlf() {
         for (name, raw) in fixtures() {
             let crlf = normalize_crlf(&raw);
-            let lf: Vec<u8> = String::from_utf8(crlf.clone()).unwrap().replace("\r\n", "\n").into_bytes();
+            let lf: Vec<u8> = String::from_utf8(crlf.clone())
+                .unwrap()
+                .replace("\r\n", "\n")
+                .into_bytes();
             let a = parse(&crlf).unwrap();
             let b = parse(&lf).unwrap();
             assert_eq!(a.raw, b.raw, "{name}");
-            assert_eq!(a.signed.map(|s| s.content), b.signed.map(|s| s.content), "{name}");
+            assert_eq!(
+                a.signed.map(|s| s.content),
+                b.signed.map(|s| s.content),
+                "{name}"
+            );
             assert_eq!(a.daticert_xml, b.daticert_xml, "{name}");
         }
     }
@@ -1008,10 +1085,16 @@ Subject: [Osst-users] fwd\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed;
             assert!(m.wrapped, "base64={b64}");
             assert_eq!(m.kind, Some(Kind::BustaTrasporto));
             assert_eq!(m.header("X-Trasporto"), Some("posta-certificata"));
-            assert_eq!(m.header("Subject"), Some("POSTA CERTIFICATA: Re: archetipo"));
+            assert_eq!(
+                m.header("Subject"),
+                Some("POSTA CERTIFICATA: Re: archetipo")
+            );
             let s = m.signed.unwrap();
             assert_eq!(s.content, direct.signed.as_ref().unwrap().content);
-            assert_eq!(s.signature_der, direct.signed.as_ref().unwrap().signature_der);
+            assert_eq!(
+                s.signature_der,
+                direct.signed.as_ref().unwrap().signature_der
+            );
             assert_eq!(m.daticert_xml, direct.daticert_xml);
             assert_eq!(m.postacert, direct.postacert);
         }
@@ -1025,15 +1108,23 @@ Subject: [Osst-users] fwd\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed;
         let direct = parse(&raw).unwrap();
         let sep = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
         let headers = String::from_utf8_lossy(&raw[..sep]).to_string();
-        let ct_line = headers.lines().find(|l| l.starts_with("Content-Type:")).unwrap();
+        let ct_line = headers
+            .lines()
+            .find(|l| l.starts_with("Content-Type:"))
+            .unwrap();
         let outer_headers = headers
-            .replace(ct_line, "Content-Type: multipart/mixed; boundary=\"===MM===\"")
+            .replace(
+                ct_line,
+                "Content-Type: multipart/mixed; boundary=\"===MM===\"",
+            )
             .replace("Subject: ", "Subject: [Osst-users] [SPAM] ");
         let mut m = outer_headers.into_bytes();
         m.extend_from_slice(b"\r\n\r\n--===MM===\r\n");
         m.extend_from_slice(ct_line.as_bytes());
         m.extend_from_slice(&raw[sep..]);
-        m.extend_from_slice(b"\r\n--===MM===\r\nContent-Type: text/plain\r\n\r\nfooter\r\n--===MM===--\r\n");
+        m.extend_from_slice(
+            b"\r\n--===MM===\r\nContent-Type: text/plain\r\n\r\nfooter\r\n--===MM===--\r\n",
+        );
         let p = parse(&m).unwrap();
         assert!(p.wrapped);
         assert_eq!(p.kind, Some(Kind::BustaTrasporto));
@@ -1049,7 +1140,10 @@ Subject: [Osst-users] fwd\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed;
             (b" \r\n\n\t", "empty"),
             (b"\r\n\r\nJust a body", "empty line"),
             (b"\xff\xfe\x00\x01garbage\x00\x02", "not a header field"),
-            (b"Hello world, no header here\r\n\r\nbody", "not a header field"),
+            (
+                b"Hello world, no header here\r\n\r\nbody",
+                "not a header field",
+            ),
         ];
         for (input, what) in cases {
             match parse(input) {
@@ -1066,7 +1160,10 @@ Subject: [Osst-users] fwd\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed;
 
     #[test]
     fn normalize_crlf_converts_bare_lf_and_cr_and_keeps_crlf() {
-        assert_eq!(normalize_crlf(b"a\nb\rc\r\nd\r\r\n"), b"a\r\nb\r\nc\r\nd\r\n\r\n");
+        assert_eq!(
+            normalize_crlf(b"a\nb\rc\r\nd\r\r\n"),
+            b"a\r\nb\r\nc\r\nd\r\n\r\n"
+        );
         assert_eq!(normalize_crlf(b""), b"");
         assert_eq!(normalize_crlf(b"\r"), b"\r\n");
     }
@@ -1078,8 +1175,11 @@ Subject: [Osst-users] fwd\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed;
         let names: Vec<_> = m.headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["Received", "Subject", "X-Tiporicevuta", "Received"]);
         assert_eq!(m.headers[0].1, "from a\tby b; Fri, 7 Nov 2014");
-        assert_eq!(m.header("subject"), Some("Città diè"));
-        assert_eq!(m.subject_raw.as_deref(), Some("=?iso-8859-1?Q?Citt=E0?= di =?utf-8?B?w6g=?="));
+        assert_eq!(m.header("subject"), Some("Città di è"));
+        assert_eq!(
+            m.subject_raw.as_deref(),
+            Some("=?iso-8859-1?Q?Citt=E0?= di =?utf-8?B?w6g=?=")
+        );
         assert_eq!(m.header("X-TipoRicevuta"), Some("completa"));
         assert_eq!(m.headers_named("received").count(), 2);
         assert_eq!(m.parts.len(), 1);
@@ -1103,13 +1203,22 @@ Content-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\nMIIB\r\nAA==\r\n-
         let m = parse(ANOMALIA.as_bytes()).unwrap();
         assert_eq!(m.kind, Some(Kind::BustaAnomalia));
         assert_eq!(m.daticert_xml, None);
-        assert_eq!(m.postacert.as_deref(), Some(&b"From: mario@example.com\r\nSubject: hi\r\n\r\nhello"[..]));
-        assert_eq!(m.text.as_deref(), Some("Anomalia nel messaggio: perchè non certificato"));
+        assert_eq!(
+            m.postacert.as_deref(),
+            Some(&b"From: mario@example.com\r\nSubject: hi\r\n\r\nhello"[..])
+        );
+        assert_eq!(
+            m.text.as_deref(),
+            Some("Anomalia nel messaggio: perchè non certificato")
+        );
         assert_eq!(m.html.as_deref(), Some("<p>perchè</p>"));
         let types: Vec<_> = m.parts.iter().map(|p| p.content_type.as_str()).collect();
         assert_eq!(types, ["multipart/alternative", "message/rfc822"]);
         let s = m.signed.unwrap();
-        assert_eq!(s.signature_der.as_deref(), Some(&[0x30, 0x81, 0x00][..]));
+        assert_eq!(
+            s.signature_der.as_deref(),
+            Some(&[0x30, 0x82, 0x01, 0x00][..])
+        );
         assert!(s.content.starts_with(b"Content-Type: multipart/mixed"));
         assert!(s.content.ends_with(b"--M--\r\n"));
         assert_eq!(s.protocol.as_deref(), Some("application/pkcs7-signature"));
@@ -1135,10 +1244,14 @@ Content-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\nMIIB\r\nAA==\r\n-
         let m = parse(raw).unwrap();
         let s = m.signed.unwrap();
         assert!(s.opaque && s.content.is_empty());
-        assert_eq!(s.signature_der.as_deref(), Some(&[0x30, 0x81, 0x00][..]));
+        assert_eq!(
+            s.signature_der.as_deref(),
+            Some(&[0x30, 0x82, 0x01, 0x00][..])
+        );
         assert!(m.parts.is_empty());
         // An encrypted envelope is not a signature.
-        let enc = b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\nMIIB\r\n";
+        let enc =
+            b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\nMIIB\r\n";
         assert!(parse(enc).unwrap().signed.is_none());
     }
 
@@ -1146,13 +1259,19 @@ Content-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\nMIIB\r\nAA==\r\n-
     fn address_helpers_read_the_per_conto_di_convention() {
         let from = "\"Per conto di: thinkstudio@pec.it\" <posta-certificata@pec.aruba.it>";
         assert_eq!(header_addresses(from), ["posta-certificata@pec.aruba.it"]);
-        assert_eq!(display_name(from).as_deref(), Some("Per conto di: thinkstudio@pec.it"));
+        assert_eq!(
+            display_name(from).as_deref(),
+            Some("Per conto di: thinkstudio@pec.it")
+        );
         assert_eq!(
             header_addresses(" a@x.it, \"B\" <B@Y.it>, grp: c@z.it; "),
             ["a@x.it", "B@Y.it", "c@z.it"]
         );
         assert_eq!(display_name("a@x.it"), None);
-        assert_eq!(display_name("=?utf-8?Q?Citt=C3=A0?= <a@x.it>").as_deref(), Some("Città"));
+        assert_eq!(
+            display_name("=?utf-8?Q?Citt=C3=A0?= <a@x.it>").as_deref(),
+            Some("Città")
+        );
         assert!(header_addresses("").is_empty());
     }
 
@@ -1163,7 +1282,11 @@ Content-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\nMIIB\r\nAA==\r\n-
             for cut in (0..raw.len()).step_by(23).chain([raw.len() - 1]) {
                 // parse_inner has no catch_unwind: a panic here fails the test.
                 match parse_inner(&raw[..cut]) {
-                    Ok(m) => assert_eq!(m.raw.len(), normalize_crlf(&raw[..cut]).len(), "{name} @{cut}"),
+                    Ok(m) => assert_eq!(
+                        m.raw.len(),
+                        normalize_crlf(&raw[..cut]).len(),
+                        "{name} @{cut}"
+                    ),
                     Err(ParseError::Unusable(msg)) => assert!(!msg.is_empty()),
                 }
             }
@@ -1177,20 +1300,31 @@ Content-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\nMIIB\r\nAA==\r\n-
         /// A generated MIME entity and its exact serialisation.
         #[derive(Debug, Clone)]
         enum Node {
-            Leaf { ctype: &'static str, cte: &'static str, body: String },
-            Multi { subtype: &'static str, children: Vec<Node> },
+            Leaf {
+                ctype: &'static str,
+                cte: &'static str,
+                body: String,
+            },
+            Multi {
+                subtype: &'static str,
+                children: Vec<Node>,
+            },
             Message(Box<Node>),
         }
 
         fn serialise(node: &Node, depth: usize, out: &mut String) {
             match node {
                 Node::Leaf { ctype, cte, body } => {
-                    out.push_str(&format!("Content-Type: {ctype}\r\nContent-Transfer-Encoding: {cte}\r\n\r\n{body}"));
+                    out.push_str(&format!(
+                        "Content-Type: {ctype}\r\nContent-Transfer-Encoding: {cte}\r\n\r\n{body}"
+                    ));
                 }
                 Node::Multi { subtype, children } => {
                     // Boundaries that are prefixes of each other stress the delimiter match.
                     let b = format!("b{}", "-".repeat(depth));
-                    out.push_str(&format!("Content-Type: multipart/{subtype}; boundary=\"{b}\"\r\n\r\npreamble\r\n"));
+                    out.push_str(&format!(
+                        "Content-Type: multipart/{subtype}; boundary=\"{b}\"\r\n\r\npreamble\r\n"
+                    ));
                     for c in children {
                         out.push_str(&format!("--{b}\r\n"));
                         serialise(c, depth + 1, out);
@@ -1207,14 +1341,29 @@ Content-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\nMIIB\r\nAA==\r\n-
 
         fn node() -> impl Strategy<Value = Node> {
             let leaf = (
-                prop::sample::select(vec!["text/plain; charset=iso-8859-1", "text/html", "application/xml; name=daticert.xml", "application/pkcs7-signature", "message/rfc822", "multipart/mixed; boundary=\"\"", "application/pkcs7-mime"]),
+                prop::sample::select(vec![
+                    "text/plain; charset=iso-8859-1",
+                    "text/html",
+                    "application/xml; name=daticert.xml",
+                    "application/pkcs7-signature",
+                    "message/rfc822",
+                    "multipart/mixed; boundary=\"\"",
+                    "application/pkcs7-mime",
+                ]),
                 prop::sample::select(vec!["7bit", "base64", "quoted-printable", "binary"]),
                 "[a-zA-Z0-9 =/+]{0,40}(\r\n[a-zA-Z0-9 =/+]{0,40}){0,3}",
             )
                 .prop_map(|(ctype, cte, body)| Node::Leaf { ctype, cte, body });
             leaf.prop_recursive(5, 40, 4, |inner| {
                 prop_oneof![
-                    (prop::sample::select(vec!["mixed", "alternative", "signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256"]), prop::collection::vec(inner.clone(), 0..4))
+                    (
+                        prop::sample::select(vec![
+                            "mixed",
+                            "alternative",
+                            "signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256"
+                        ]),
+                        prop::collection::vec(inner.clone(), 0..4)
+                    )
                         .prop_map(|(subtype, children)| Node::Multi { subtype, children }),
                     inner.prop_map(|n| Node::Message(Box::new(n))),
                 ]
@@ -1239,7 +1388,7 @@ Content-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\nMIIB\r\nAA==\r\n-
                 let mut content = String::new();
                 serialise(&first, 1, &mut content);
                 let mut msg = String::from("From: a@b.it\r\nX-Trasporto: posta-certificata\r\n\
-Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"TOP\"\r\n\r\n--TOP\r\n");
+        Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"TOP\"\r\n\r\n--TOP\r\n");
                 msg.push_str(&content);
                 msg.push_str("\r\n--TOP\r\n");
                 serialise(&rest, 1, &mut msg);

@@ -179,7 +179,8 @@ impl TestCa {
             return Err(SmimeError::Material("empty provider name".into()));
         }
         let at = address.find('@');
-        if at.is_none_or(|i| i == 0 || i + 1 == address.len()) || address.contains(char::is_whitespace)
+        if at.is_none_or(|i| i == 0 || i + 1 == address.len())
+            || address.contains(char::is_whitespace)
         {
             return Err(SmimeError::Material(format!(
                 "provider address {address:?} is not an e-mail address"
@@ -192,7 +193,13 @@ impl TestCa {
             ("O", provider_name),
             ("CN", &format!("Posta Certificata {provider_name}")),
         ])?;
-        let mut b = base_builder(&subject, self.cert.subject_name(), &key, not_before, not_after)?;
+        let mut b = base_builder(
+            &subject,
+            self.cert.subject_name(),
+            &key,
+            not_before,
+            not_after,
+        )?;
         // RFC 6109 §5.5: keyUsage digitalSignature, critical; no basicConstraints.
         b.append_extension(KeyUsage::new().critical().digital_signature().build()?)?;
         // Optional, not critical, as in the real Namirial certificate (digest §8.1).
@@ -289,7 +296,12 @@ impl ProviderIdentity {
 
     /// Writes `provider.key`, `provider.pem` and `ca.pem` into `dir`.
     pub fn write_to(&self, dir: &Path) -> Result<(), SmimeError> {
-        write_file(dir, "provider.key", &self.key.private_key_to_pem_pkcs8()?, true)?;
+        write_file(
+            dir,
+            "provider.key",
+            &self.key.private_key_to_pem_pkcs8()?,
+            true,
+        )?;
         write_file(dir, "provider.pem", &self.cert.to_pem()?, false)?;
         write_file(dir, "ca.pem", &self.ca_cert.to_pem()?, false)
     }
@@ -326,7 +338,12 @@ mod tests {
             eprintln!("NOTICE: openssl not found, profile check by the CLI skipped");
             return None;
         };
-        child.stdin.take().unwrap().write_all(&cert.to_pem().unwrap()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&cert.to_pem().unwrap())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success());
         Some(String::from_utf8(out.stdout).unwrap())
@@ -335,12 +352,17 @@ mod tests {
     #[test]
     fn provider_certificate_has_the_rfc6109_profile() {
         let ca = TestCa::generate("PEC Test CA").unwrap();
-        let id = ca.issue_provider("Gestore Prova", "posta-certificata@pec.prova.it").unwrap();
+        let id = ca
+            .issue_provider("Gestore Prova", "posta-certificata@pec.prova.it")
+            .unwrap();
         assert_eq!(
             subject_string(&id.cert),
             "C=IT, O=Gestore Prova, CN=Posta Certificata Gestore Prova"
         );
-        assert_eq!(cert_emails(&id.cert), vec!["posta-certificata@pec.prova.it"]);
+        assert_eq!(
+            cert_emails(&id.cert),
+            vec!["posta-certificata@pec.prova.it"]
+        );
         assert!(id.cert.subject_key_id().is_some());
         assert_eq!(
             id.cert.authority_key_id().unwrap().as_slice(),
@@ -349,7 +371,10 @@ mod tests {
         assert!(id.cert.verify(&ca.cert.public_key().unwrap()).unwrap());
         if let Some(text) = x509_text(&id.cert) {
             // RFC 6109 §5.5: keyUsage critical with digitalSignature; no basicConstraints.
-            assert!(text.contains("X509v3 Key Usage: critical\n                Digital Signature\n"), "{text}");
+            assert!(
+                text.contains("X509v3 Key Usage: critical\n                Digital Signature\n"),
+                "{text}"
+            );
             assert!(!text.contains("Basic Constraints"), "{text}");
             assert!(text.contains("email:posta-certificata@pec.prova.it"));
             assert!(text.contains("Signature Algorithm: sha256WithRSAEncryption"));
@@ -378,28 +403,45 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         ca.write_to(dir.path()).unwrap();
         let back = TestCa::load_from(dir.path()).unwrap();
-        assert_eq!(sha1_fingerprint_hex(&back.cert), sha1_fingerprint_hex(&ca.cert));
+        assert_eq!(
+            sha1_fingerprint_hex(&back.cert),
+            sha1_fingerprint_hex(&ca.cert)
+        );
         assert!(back.key.public_eq(&ca.key));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("ca.key")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join("ca.key"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o077, 0, "ca.key must not be readable by others");
         }
 
-        let id = back.issue_provider("Gestore", "posta-certificata@pec.gestore.it").unwrap();
+        let id = back
+            .issue_provider("Gestore", "posta-certificata@pec.gestore.it")
+            .unwrap();
         let pdir = dir.path().join("provider");
         id.write_to(&pdir).unwrap();
         let idb = ProviderIdentity::load_from(&pdir).unwrap();
-        assert_eq!(sha1_fingerprint_hex(&idb.cert), sha1_fingerprint_hex(&id.cert));
-        assert_eq!(sha1_fingerprint_hex(&idb.ca_cert), sha1_fingerprint_hex(&ca.cert));
+        assert_eq!(
+            sha1_fingerprint_hex(&idb.cert),
+            sha1_fingerprint_hex(&id.cert)
+        );
+        assert_eq!(
+            sha1_fingerprint_hex(&idb.ca_cert),
+            sha1_fingerprint_hex(&ca.cert)
+        );
         let s = idb.signer(DigestAlg::Sha384);
         assert_eq!(s.digest, DigestAlg::Sha384);
         assert!(s.chain.is_empty());
 
         // A key that does not match its certificate is refused with a clear error.
         std::fs::copy(dir.path().join("ca.key"), pdir.join("provider.key")).unwrap();
-        let err = ProviderIdentity::load_from(&pdir).err().unwrap().to_string();
+        let err = ProviderIdentity::load_from(&pdir)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("does not match"), "{err}");
         assert!(TestCa::load_from(&dir.path().join("missing")).is_err());
     }
@@ -411,7 +453,10 @@ mod tests {
         assert!(cert.public_key().unwrap().public_eq(&key));
         let sans = cert.subject_alt_names().unwrap();
         assert!(sans.iter().any(|n| n.dnsname() == Some("localhost")));
-        assert!(sans.iter().any(|n| n.ipaddress() == Some(&[127, 0, 0, 1][..])));
+        assert!(
+            sans.iter()
+                .any(|n| n.ipaddress() == Some(&[127, 0, 0, 1][..]))
+        );
         assert!(cert.verify(&ca.cert.public_key().unwrap()).unwrap());
     }
 }

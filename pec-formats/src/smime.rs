@@ -264,7 +264,7 @@ fn signed_data_der(
     let digest = openssl::hash::hash(md, content)?;
 
     let digest_alg = tlv(SEQUENCE, &tlv(OID, signer.digest.oid()));
-    let mut attrs = vec![
+    let mut attrs = [
         attribute(OID_CONTENT_TYPE, &tlv(OID, OID_DATA)),
         attribute(OID_SIGNING_TIME, &time_der(time)),
         attribute(OID_MESSAGE_DIGEST, &tlv(OCTET_STRING, &digest)),
@@ -340,7 +340,10 @@ fn attribute(oid: &[u8], value: &[u8]) -> Vec<u8> {
 fn time_der(t: DateTime<Utc>) -> Vec<u8> {
     use chrono::Datelike;
     if (1950..2050).contains(&t.year()) {
-        der::tlv(der::UTC_TIME, t.format("%y%m%d%H%M%SZ").to_string().as_bytes())
+        der::tlv(
+            der::UTC_TIME,
+            t.format("%y%m%d%H%M%SZ").to_string().as_bytes(),
+        )
     } else {
         der::tlv(
             der::GENERALIZED_TIME,
@@ -427,9 +430,9 @@ impl TrustStore {
                 .map_err(|e| SmimeError::Material(format!("{}: {e}", path.display())))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| {
-                    p.extension()
-                        .and_then(|x| x.to_str())
-                        .is_some_and(|x| ["pem", "crt", "cer"].contains(&x.to_ascii_lowercase().as_str()))
+                    p.extension().and_then(|x| x.to_str()).is_some_and(|x| {
+                        ["pem", "crt", "cer"].contains(&x.to_ascii_lowercase().as_str())
+                    })
                 })
                 .collect();
             files.sort();
@@ -667,6 +670,46 @@ fn check_validity(cert: &X509Ref, at: DateTime<Utc>) -> Result<Outcome, SmimeErr
     }
 }
 
+/// The signingTime signed attribute of a detached signature (RFC 5652 §11.3), if present: the time
+/// the provider claims to have signed, e.g. to verify a stored message at its own date.
+pub fn signing_time(p7s_der: &[u8]) -> Result<Option<DateTime<Utc>>, SmimeError> {
+    let parsed = match der::parse_signed_data(p7s_der) {
+        Ok(p) => p,
+        Err(first) => {
+            let cms = openssl::cms::CmsContentInfo::from_der(p7s_der)
+                .map_err(|_| SmimeError::BadSignature(first.clone()))?;
+            der::parse_signed_data(&cms.to_der()?).map_err(SmimeError::BadSignature)?
+        }
+    };
+    let Some((tag, text)) = parsed.signer.signed_attrs.and_then(|a| a.signing_time) else {
+        return Ok(None);
+    };
+    parse_der_time(tag, &text)
+        .map(Some)
+        .ok_or_else(|| SmimeError::BadSignature("unreadable signingTime attribute".into()))
+}
+
+/// RFC 5280 §4.1.2.5.1–2: `YYMMDDHHMMSSZ` (50–99 = 19xx) or `YYYYMMDDHHMMSS[.f]Z`.
+fn parse_der_time(tag: u8, text: &[u8]) -> Option<DateTime<Utc>> {
+    use chrono::TimeZone;
+    let text = std::str::from_utf8(text).ok()?.strip_suffix('Z')?;
+    let (year, rest) = match tag {
+        der::UTC_TIME => {
+            let yy: i32 = text.get(..2)?.parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, text.get(2..)?)
+        }
+        der::GENERALIZED_TIME => (text.get(..4)?.parse().ok()?, text.get(4..)?),
+        _ => return None,
+    };
+    let rest = rest.split('.').next()?;
+    if rest.len() != 10 || !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = |i: usize| rest[i..i + 2].parse::<u32>().ok();
+    Utc.with_ymd_and_hms(year, n(0)?, n(2)?, n(4)?, n(6)?, n(8)?)
+        .single()
+}
+
 fn oid_nid(oid: &[u8]) -> Option<Nid> {
     let obj = Asn1Object::from_str(&der::oid_to_string(oid)).ok()?;
     let nid = obj.nid();
@@ -704,11 +747,13 @@ pub fn cert_emails(cert: &X509Ref) -> Vec<String> {
 fn name_string(name: &X509NameRef) -> String {
     name.entries()
         .map(|e| {
-            let key = e.object().nid().short_name().map(str::to_string).unwrap_or_else(|_| e.object().to_string());
-            let val = e
-                .data()
-                .to_string()
-                .unwrap_or_else(|_| "?".into());
+            let key = e
+                .object()
+                .nid()
+                .short_name()
+                .map(str::to_string)
+                .unwrap_or_else(|_| e.object().to_string());
+            let val = e.data().to_string().unwrap_or_else(|_| "?".into());
             format!("{key}={val}")
         })
         .collect::<Vec<_>>()
@@ -833,7 +878,9 @@ mod der {
         if tag & 0x1F == 0x1F {
             return Err(format!("multi-byte tag 0x{tag:02x} not expected"));
         }
-        let (&l0, rest) = rest.split_first().ok_or("unexpected end of data in a length")?;
+        let (&l0, rest) = rest
+            .split_first()
+            .ok_or("unexpected end of data in a length")?;
         let (len, rest) = if l0 < 0x80 {
             (l0 as usize, rest)
         } else if l0 == 0x80 {
@@ -917,6 +964,8 @@ mod der {
         pub set_der: Vec<u8>,
         pub message_digest: Option<Vec<u8>>,
         pub content_type: Option<Vec<u8>>,
+        /// The signingTime value: its tag (UTCTime or GeneralizedTime) and its text.
+        pub signing_time: Option<(u8, Vec<u8>)>,
     }
 
     pub struct SignerInfo {
@@ -992,7 +1041,11 @@ mod der {
                 }
             }
             Some(t) if t.tag == CTX0_PRIM => SignerId::KeyId(t.content.to_vec()),
-            _ => return Err("SignerInfo sid: neither issuerAndSerialNumber nor subjectKeyIdentifier".into()),
+            _ => {
+                return Err(
+                    "SignerInfo sid: neither issuerAndSerialNumber nor subjectKeyIdentifier".into(),
+                );
+            }
         };
         let dalg = expect(si.get(2), SEQUENCE, "SignerInfo digestAlgorithm")?;
         let digest_oid = expect(children(dalg.content)?.first(), OID, "digestAlgorithm OID")?
@@ -1004,12 +1057,16 @@ mod der {
                 idx = 4;
                 let mut message_digest = None;
                 let mut content_type = None;
+                let mut signing_time = None;
                 for a in children(t.content)? {
                     let parts = children(a.content)?;
                     let oid = expect(parts.first(), OID, "attribute type")?;
                     let vals = expect(parts.get(1), SET, "attribute values")?;
-                    let first = children(vals.content)?.first().map(|v| v.content.to_vec());
-                    if oid.content == OID_MESSAGE_DIGEST {
+                    let first_tlv = children(vals.content)?.first().copied();
+                    let first = first_tlv.map(|v| v.content.to_vec());
+                    if oid.content == OID_SIGNING_TIME {
+                        signing_time = first_tlv.map(|v| (v.tag, v.content.to_vec()));
+                    } else if oid.content == OID_MESSAGE_DIGEST {
                         message_digest = first;
                     } else if oid.content == OID_CONTENT_TYPE {
                         content_type = first;
@@ -1021,14 +1078,19 @@ mod der {
                     set_der,
                     message_digest,
                     content_type,
+                    signing_time,
                 })
             }
             _ => None,
         };
         let salg = expect(si.get(idx), SEQUENCE, "SignerInfo signatureAlgorithm")?;
-        let signature_oid = expect(children(salg.content)?.first(), OID, "signatureAlgorithm OID")?
-            .content
-            .to_vec();
+        let signature_oid = expect(
+            children(salg.content)?.first(),
+            OID,
+            "signatureAlgorithm OID",
+        )?
+        .content
+        .to_vec();
         let signature = expect(si.get(idx + 1), OCTET_STRING, "SignerInfo signature")?
             .content
             .to_vec();
@@ -1051,7 +1113,8 @@ mod tests {
     use crate::pki::TestCa;
     use chrono::{Duration, TimeZone};
 
-    const INNER: &[u8] = b"Content-Type: text/plain; charset=\"utf-8\"\r\n\r\nMessaggio di posta certificata\r\n";
+    const INNER: &[u8] =
+        b"Content-Type: text/plain; charset=\"utf-8\"\r\n\r\nMessaggio di posta certificata\r\n";
 
     /// Bare LF -> CRLF (the fixtures are stored with LF, SOURCES.md "Handling notes").
     fn crlf(b: &[u8]) -> Vec<u8> {
@@ -1105,7 +1168,9 @@ mod tests {
     fn split_message(msg: &[u8]) -> (Vec<u8>, Vec<u8>, String) {
         let msg = crlf(msg);
         let hdr_end = find(&msg, b"\r\n\r\n").expect("header end");
-        let headers = String::from_utf8_lossy(&msg[..hdr_end]).replace("\r\n\t", " ").replace("\r\n ", " ");
+        let headers = String::from_utf8_lossy(&msg[..hdr_end])
+            .replace("\r\n\t", " ")
+            .replace("\r\n ", " ");
         let ct = headers
             .lines()
             .find(|l| l.to_ascii_lowercase().starts_with("content-type:"))
@@ -1127,16 +1192,32 @@ mod tests {
     fn sign_then_verify_passes_with_each_digest() {
         let (ca, id) = ca_and_provider();
         let trust = TrustStore::from_certs(vec![ca.cert.clone()]);
-        for d in [DigestAlg::Sha1, DigestAlg::Sha256, DigestAlg::Sha384, DigestAlg::Sha512] {
+        for d in [
+            DigestAlg::Sha1,
+            DigestAlg::Sha256,
+            DigestAlg::Sha384,
+            DigestAlg::Sha512,
+        ] {
             let signed = sign(&id.signer(d), INNER).unwrap();
             assert!(signed.content_type.starts_with(
                 "multipart/signed; protocol=\"application/pkcs7-signature\"; micalg="
             ));
-            assert!(signed.content_type.contains(&format!("micalg=\"{}\"", d.micalg())));
-            assert!(signed.body.starts_with(b"This is an S/MIME signed message\r\n"));
+            assert!(
+                signed
+                    .content_type
+                    .contains(&format!("micalg=\"{}\"", d.micalg()))
+            );
+            assert!(
+                signed
+                    .body
+                    .starts_with(b"This is an S/MIME signed message\r\n")
+            );
             let (inner, der) = split_body(&boundary_of(&signed.content_type), &signed.body);
             assert_eq!(inner, INNER, "inner entity byte for byte");
-            let opts = VerifyOptions { trust: Some(&trust), at: None };
+            let opts = VerifyOptions {
+                trust: Some(&trust),
+                at: None,
+            };
             let r = verify_detached(&inner, &der, &opts).unwrap();
             assert_eq!(r.digest, Some(d));
             assert_eq!(r.digest_name, d.openssl_name());
@@ -1173,8 +1254,15 @@ mod tests {
         let mut changed = INNER.to_vec();
         let n = changed.len() - 5;
         changed[n] ^= 0x01;
-        let r = verify_detached(&changed, &der, &VerifyOptions { trust: Some(&trust), at: None })
-            .unwrap();
+        let r = verify_detached(
+            &changed,
+            &der,
+            &VerifyOptions {
+                trust: Some(&trust),
+                at: None,
+            },
+        )
+        .unwrap();
         match &r.integrity {
             Outcome::Fail(why) => assert!(why.contains("messageDigest"), "{why}"),
             other => panic!("expected a failure, got {other:?}"),
@@ -1203,8 +1291,15 @@ mod tests {
         let other = TestCa::generate("Other CA").unwrap();
         let trust = TrustStore::from_certs(vec![other.cert.clone()]);
         let der = sign_detached(&id.signer(DigestAlg::Sha256), INNER).unwrap();
-        let r = verify_detached(INNER, &der, &VerifyOptions { trust: Some(&trust), at: None })
-            .unwrap();
+        let r = verify_detached(
+            INNER,
+            &der,
+            &VerifyOptions {
+                trust: Some(&trust),
+                at: None,
+            },
+        )
+        .unwrap();
         assert_eq!(r.integrity, Outcome::Pass);
         match &r.chain {
             Outcome::Fail(why) => assert!(why.contains("issuer"), "{why}"),
@@ -1215,8 +1310,12 @@ mod tests {
     #[test]
     fn an_expired_certificate_fails_validity_now_and_passes_in_range() {
         let now = Utc::now();
-        let ca = TestCa::generate_valid("Old CA", now - Duration::days(2000), now + Duration::days(2000))
-            .unwrap();
+        let ca = TestCa::generate_valid(
+            "Old CA",
+            now - Duration::days(2000),
+            now + Duration::days(2000),
+        )
+        .unwrap();
         let id = ca
             .issue_provider_valid(
                 "Gestore Scaduto",
@@ -1230,22 +1329,47 @@ mod tests {
         let signed = sign_with(
             &id.signer(DigestAlg::Sha256),
             INNER,
-            &SignOptions { style: SignatureStyle::Rfc5751, signing_time: Some(then) },
+            &SignOptions {
+                style: SignatureStyle::Rfc5751,
+                signing_time: Some(then),
+            },
         )
         .unwrap();
         let (inner, der) = split_body(&boundary_of(&signed.content_type), &signed.body);
-        let at_now = verify_detached(&inner, &der, &VerifyOptions { trust: Some(&trust), at: None })
-            .unwrap();
+        assert_eq!(
+            signing_time(&der).unwrap().map(|t| t.timestamp()),
+            Some(then.timestamp())
+        );
+        let at_now = verify_detached(
+            &inner,
+            &der,
+            &VerifyOptions {
+                trust: Some(&trust),
+                at: None,
+            },
+        )
+        .unwrap();
         assert_eq!(at_now.integrity, Outcome::Pass);
         match &at_now.validity {
             Outcome::Fail(why) => assert!(why.contains("expired"), "{why}"),
             other => panic!("expected a failure, got {other:?}"),
         }
         assert!(matches!(at_now.chain, Outcome::Fail(_)));
-        let at_then =
-            verify_detached(&inner, &der, &VerifyOptions { trust: Some(&trust), at: Some(then) })
-                .unwrap();
-        assert!(at_then.all_passed(), "{:?} {:?}", at_then.chain, at_then.validity);
+        let at_then = verify_detached(
+            &inner,
+            &der,
+            &VerifyOptions {
+                trust: Some(&trust),
+                at: Some(then),
+            },
+        )
+        .unwrap();
+        assert!(
+            at_then.all_passed(),
+            "{:?} {:?}",
+            at_then.chain,
+            at_then.validity
+        );
     }
 
     #[test]
@@ -1254,14 +1378,19 @@ mod tests {
         let signed = sign_with(
             &id.signer(DigestAlg::Sha1),
             INNER,
-            &SignOptions { style: SignatureStyle::Legacy, signing_time: None },
+            &SignOptions {
+                style: SignatureStyle::Legacy,
+                signing_time: None,
+            },
         )
         .unwrap();
         assert!(signed.content_type.starts_with(
             "multipart/signed; protocol=\"application/x-pkcs7-signature\"; micalg=sha1; boundary=\"----=_smime_"
         ));
         let text = String::from_utf8(signed.body).unwrap();
-        assert!(text.contains("Content-Type: application/x-pkcs7-signature; name=\"smime.p7s\"\r\n"));
+        assert!(
+            text.contains("Content-Type: application/x-pkcs7-signature; name=\"smime.p7s\"\r\n")
+        );
     }
 
     #[test]
@@ -1271,9 +1400,17 @@ mod tests {
             sign(&id.signer(DigestAlg::Sha256), b"Subject: x\n\nbody\n"),
             Err(SmimeError::Material(m)) if m.contains("bare CR or LF at byte 10")
         ));
-        let wrong = Signer { key: ca.key.clone(), ..id.signer(DigestAlg::Sha256) };
+        let wrong = Signer {
+            key: ca.key.clone(),
+            ..id.signer(DigestAlg::Sha256)
+        };
         assert!(matches!(sign(&wrong, INNER), Err(SmimeError::Material(_))));
-        for junk in [&b""[..], b"\x30\x03\x02\x01", b"not der at all", b"\x30\x82\xff\xff\x06"] {
+        for junk in [
+            &b""[..],
+            b"\x30\x03\x02\x01",
+            b"not der at all",
+            b"\x30\x82\xff\xff\x06",
+        ] {
             assert!(matches!(
                 verify_detached(INNER, junk, &VerifyOptions::default()),
                 Err(SmimeError::BadSignature(_))
@@ -1288,15 +1425,59 @@ mod tests {
     }
 
     #[test]
+    fn der_times() {
+        let t = |tag, s: &str| parse_der_time(tag, s.as_bytes()).map(|d| d.to_rfc3339());
+        assert_eq!(
+            t(der::UTC_TIME, "141114172632Z").as_deref(),
+            Some("2014-11-14T17:26:32+00:00")
+        );
+        assert_eq!(
+            t(der::UTC_TIME, "991231235959Z").as_deref(),
+            Some("1999-12-31T23:59:59+00:00")
+        );
+        assert_eq!(
+            t(der::GENERALIZED_TIME, "20510101000000.5Z").as_deref(),
+            Some("2051-01-01T00:00:00+00:00")
+        );
+        for bad in [
+            "",
+            "Z",
+            "1411141726Z",
+            "141314172632Z",
+            "14111417263xZ",
+            "141114172632",
+        ] {
+            assert_eq!(t(der::UTC_TIME, bad), None, "{bad:?}");
+        }
+        // A 2051 signing time is written as GeneralizedTime and read back.
+        let when = Utc.with_ymd_and_hms(2051, 3, 4, 5, 6, 7).unwrap();
+        assert_eq!(
+            parse_der_time(der::GENERALIZED_TIME, &time_der(when)[2..]),
+            Some(when)
+        );
+    }
+
+    #[test]
     fn digest_names_round_trip() {
-        for d in [DigestAlg::Sha1, DigestAlg::Sha256, DigestAlg::Sha384, DigestAlg::Sha512] {
+        for d in [
+            DigestAlg::Sha1,
+            DigestAlg::Sha256,
+            DigestAlg::Sha384,
+            DigestAlg::Sha512,
+        ] {
             assert_eq!(DigestAlg::from_micalg(d.micalg()), Some(d));
             assert_eq!(DigestAlg::from_openssl_name(d.openssl_name()), Some(d));
             assert_eq!(DigestAlg::from_oid(d.oid()), Some(d));
         }
-        assert_eq!(DigestAlg::from_micalg("\"SHA-256\""), Some(DigestAlg::Sha256));
+        assert_eq!(
+            DigestAlg::from_micalg("\"SHA-256\""),
+            Some(DigestAlg::Sha256)
+        );
         assert_eq!(DigestAlg::from_micalg("md5"), None);
-        assert_eq!(der::oid_to_string(der::OID_SHA256), "2.16.840.1.101.3.4.2.1");
+        assert_eq!(
+            der::oid_to_string(der::OID_SHA256),
+            "2.16.840.1.101.3.4.2.1"
+        );
     }
 
     #[test]
@@ -1304,9 +1485,18 @@ mod tests {
         let (ca, id) = ca_and_provider();
         let fp = sha1_fingerprint_hex(&id.cert);
         assert_eq!(fp.len(), 40);
-        assert!(fp.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
-        assert_eq!(cert_emails(&id.cert), vec!["posta-certificata@pec.prova.it".to_string()]);
-        assert!(signer_matches_address(&id.cert, "Posta-Certificata@PEC.prova.it"));
+        assert!(
+            fp.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert_eq!(
+            cert_emails(&id.cert),
+            vec!["posta-certificata@pec.prova.it".to_string()]
+        );
+        assert!(signer_matches_address(
+            &id.cert,
+            "Posta-Certificata@PEC.prova.it"
+        ));
         assert!(!signer_matches_address(&id.cert, "altro@pec.prova.it"));
         assert_eq!(
             subject_string(&id.cert),
@@ -1325,7 +1515,15 @@ mod tests {
         let t = TrustStore::from_path(dir.path()).unwrap();
         assert_eq!(t.certs.len(), 2);
         let der = sign_detached(&id.signer(DigestAlg::Sha256), INNER).unwrap();
-        let r = verify_detached(INNER, &der, &VerifyOptions { trust: Some(&t), at: None }).unwrap();
+        let r = verify_detached(
+            INNER,
+            &der,
+            &VerifyOptions {
+                trust: Some(&t),
+                at: None,
+            },
+        )
+        .unwrap();
         assert!(r.all_passed());
         assert!(TrustStore::from_path(&dir.path().join("missing.pem")).is_err());
         let empty = tempfile::tempdir().unwrap();
@@ -1333,7 +1531,9 @@ mod tests {
     }
 
     fn fixture(rel: &str) -> Vec<u8> {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(rel);
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures")
+            .join(rel);
         std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
     }
 
@@ -1354,23 +1554,48 @@ mod tests {
         for (file, date) in [
             ("aruba-2014_busta-trasporto_message1.eml", (2014, 11, 7)),
             ("aruba-2014_ricevuta-accettazione.eml", (2014, 11, 14)),
-            ("aruba-2014_ricevuta-avvenuta-consegna-completa.eml", (2014, 11, 14)),
+            (
+                "aruba-2014_ricevuta-avvenuta-consegna-completa.eml",
+                (2014, 11, 14),
+            ),
         ] {
             let (inner, der, ct) = split_message(&fixture(&format!("real/eml/{file}")));
             assert!(ct.contains("micalg=sha1"), "{file}: {ct}");
-            let at = Utc.with_ymd_and_hms(date.0, date.1, date.2, 12, 0, 0).unwrap();
-            let r = verify_detached(&inner, &der, &VerifyOptions { trust: Some(&trust), at: Some(at) })
+            let at = Utc
+                .with_ymd_and_hms(date.0, date.1, date.2, 12, 0, 0)
                 .unwrap();
+            let r = verify_detached(
+                &inner,
+                &der,
+                &VerifyOptions {
+                    trust: Some(&trust),
+                    at: Some(at),
+                },
+            )
+            .unwrap();
             assert_eq!(r.digest, Some(DigestAlg::Sha1), "{file}");
             assert_eq!(r.integrity, Outcome::Pass, "{file}");
             assert_eq!(r.chain, Outcome::Pass, "{file}");
             assert_eq!(r.validity, Outcome::Pass, "{file}");
             let signer = r.signer.unwrap();
-            assert_eq!(sha1_fingerprint_hex(&signer), "aaa71bfd2dbc9fe67aa23c9f33aaf3316df1aa66");
-            assert!(signer_matches_address(&signer, "posta-certificata@pec.aruba.it"));
+            assert_eq!(
+                sha1_fingerprint_hex(&signer),
+                "aaa71bfd2dbc9fe67aa23c9f33aaf3316df1aa66"
+            );
+            assert!(signer_matches_address(
+                &signer,
+                "posta-certificata@pec.aruba.it"
+            ));
             // Today the Aruba certificate has expired (2017).
-            let now = verify_detached(&inner, &der, &VerifyOptions { trust: Some(&trust), at: None })
-                .unwrap();
+            let now = verify_detached(
+                &inner,
+                &der,
+                &VerifyOptions {
+                    trust: Some(&trust),
+                    at: None,
+                },
+            )
+            .unwrap();
             assert!(matches!(now.validity, Outcome::Fail(_)), "{file}");
             // One changed byte in the real content fails integrity.
             let mut changed = inner.clone();
@@ -1405,11 +1630,18 @@ mod tests {
         std::fs::write(&ca_pem, ca.cert.to_pem().unwrap()).unwrap();
         let content = dir.path().join("content");
         std::fs::write(&content, INNER).unwrap();
-        for d in [DigestAlg::Sha1, DigestAlg::Sha256, DigestAlg::Sha384, DigestAlg::Sha512] {
+        for d in [
+            DigestAlg::Sha1,
+            DigestAlg::Sha256,
+            DigestAlg::Sha384,
+            DigestAlg::Sha512,
+        ] {
             let p7s = dir.path().join("s.p7s");
             std::fs::write(&p7s, sign_detached(&id.signer(d), INNER).unwrap()).unwrap();
             let out = std::process::Command::new("openssl")
-                .args(["cms", "-verify", "-binary", "-inform", "DER", "-purpose", "any", "-in"])
+                .args([
+                    "cms", "-verify", "-binary", "-inform", "DER", "-purpose", "any", "-in",
+                ])
                 .arg(&p7s)
                 .arg("-content")
                 .arg(&content)
@@ -1418,11 +1650,18 @@ mod tests {
                 .args(["-out", "/dev/null"])
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{d:?}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{d:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let signed = sign(&id.signer(DigestAlg::Sha256), INNER).unwrap();
-        let mut whole = format!("MIME-Version: 1.0\r\nContent-Type: {}\r\n\r\n", signed.content_type)
-            .into_bytes();
+        let mut whole = format!(
+            "MIME-Version: 1.0\r\nContent-Type: {}\r\n\r\n",
+            signed.content_type
+        )
+        .into_bytes();
         whole.extend_from_slice(&signed.body);
         let msg = dir.path().join("msg.eml");
         std::fs::write(&msg, &whole).unwrap();
@@ -1434,13 +1673,19 @@ mod tests {
             .args(["-out", "/dev/null"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "smime: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "smime: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         // And the oracle rejects a changed byte, so the check above can fail.
         let mut bad = INNER.to_vec();
         bad[0] ^= 0x20;
         std::fs::write(&content, &bad).unwrap();
         let out = std::process::Command::new("openssl")
-            .args(["cms", "-verify", "-binary", "-inform", "DER", "-purpose", "any", "-in"])
+            .args([
+                "cms", "-verify", "-binary", "-inform", "DER", "-purpose", "any", "-in",
+            ])
             .arg(dir.path().join("s.p7s"))
             .arg("-content")
             .arg(&content)
@@ -1452,6 +1697,52 @@ mod tests {
         assert!(!out.status.success());
     }
 
+    /// Signatures made by OpenSSL itself (DER, and BER with indefinite lengths from `-stream`,
+    /// with the extra smimeCapabilities attribute) verify here too.
+    #[test]
+    fn signatures_made_by_openssl_cli_verify() {
+        if !tool_present("openssl", "version") {
+            return;
+        }
+        let (ca, id) = ca_and_provider();
+        let trust = TrustStore::from_certs(vec![ca.cert.clone()]);
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("p.pem"), id.cert.to_pem().unwrap()).unwrap();
+        std::fs::write(d.join("p.key"), id.key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        std::fs::write(d.join("content"), INNER).unwrap();
+        for (md, stream) in [("sha1", false), ("sha256", true), ("sha512", false)] {
+            let mut cmd = std::process::Command::new("openssl");
+            cmd.current_dir(d).args([
+                "cms", "-sign", "-binary", "-md", md, "-signer", "p.pem", "-inkey", "p.key", "-in",
+                "content", "-outform", "DER", "-out", "s.p7s",
+            ]);
+            if stream {
+                cmd.arg("-stream");
+            }
+            let out = cmd.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let der = std::fs::read(d.join("s.p7s")).unwrap();
+            let r = verify_detached(
+                INNER,
+                &der,
+                &VerifyOptions {
+                    trust: Some(&trust),
+                    at: None,
+                },
+            )
+            .unwrap();
+            assert_eq!(r.digest_name, md);
+            assert!(r.all_passed(), "{md}: {:?} {:?}", r.integrity, r.chain);
+            let r = verify_detached(b"other\r\n", &der, &VerifyOptions::default()).unwrap();
+            assert!(matches!(r.integrity, Outcome::Fail(_)), "{md}");
+        }
+    }
+
     /// Outside oracle: `gpgsm --verify` with the test CA as a trusted root.
     #[test]
     fn gpgsm_accepts_our_signature() {
@@ -1459,7 +1750,10 @@ mod tests {
             return;
         }
         let (ca, id) = ca_and_provider();
-        let home = tempfile::Builder::new().prefix("gs").tempdir_in("/tmp").unwrap();
+        let home = tempfile::Builder::new()
+            .prefix("gs")
+            .tempdir_in("/tmp")
+            .unwrap();
         let h = home.path();
         #[cfg(unix)]
         {
@@ -1471,8 +1765,11 @@ mod tests {
         std::fs::write(h.join("trustlist.txt"), format!("{fp} S\n")).unwrap();
         std::fs::write(h.join("ca.pem"), ca.cert.to_pem().unwrap()).unwrap();
         std::fs::write(h.join("content"), INNER).unwrap();
-        std::fs::write(h.join("s.p7s"), sign_detached(&id.signer(DigestAlg::Sha256), INNER).unwrap())
-            .unwrap();
+        std::fs::write(
+            h.join("s.p7s"),
+            sign_detached(&id.signer(DigestAlg::Sha256), INNER).unwrap(),
+        )
+        .unwrap();
         let gpgsm = |args: &[&str]| {
             std::process::Command::new("gpgsm")
                 .env("GNUPGHOME", h)
@@ -1491,7 +1788,11 @@ mod tests {
             .env("GNUPGHOME", h)
             .args(["--kill", "all"])
             .output();
-        assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
+        assert!(
+            import.status.success(),
+            "{}",
+            String::from_utf8_lossy(&import.stderr)
+        );
         let err = String::from_utf8_lossy(&verify.stderr);
         assert!(verify.status.success(), "{err}");
         assert!(err.contains("Good signature"), "{err}");

@@ -93,13 +93,20 @@ pub fn parse_zona(s: &str) -> Option<FixedOffset> {
 /// How the human-readable text of receipts prints an instant: `gg/mm/aaaa alle ore hh:mm:ss (+hhmm)`,
 /// e.g. `05/12/2024 alle ore 00:02:10 (+0100)` (RFC 6109 §4.2; digest §10, real Namirial/Aruba text).
 pub fn text_time(instant: DateTime<Utc>) -> String {
-    format!("{} alle ore {} ({})", giorno(instant), ora(instant), zona(instant))
+    format!(
+        "{} alle ore {} ({})",
+        giorno(instant),
+        ora(instant),
+        zona(instant)
+    )
 }
 
 /// An RFC 5322 `Date:` value for `instant` in Italian legal time, e.g.
 /// `Thu, 05 Dec 2024 00:02:10 +0100`: the same instant as the daticert `data` (digest §10).
 pub fn rfc5322_date(instant: DateTime<Utc>) -> String {
-    to_rome(instant).format("%a, %d %b %Y %H:%M:%S %z").to_string()
+    to_rome(instant)
+        .format("%a, %d %b %Y %H:%M:%S %z")
+        .to_string()
 }
 
 #[cfg(test)]
@@ -153,19 +160,42 @@ mod tests {
         assert_eq!(text_time(t), "05/12/2024 alle ore 00:02:10 (+0100)");
         assert_eq!(rfc5322_date(t), "Thu, 05 Dec 2024 00:02:10 +0100");
         // Aruba 2014: Date: Fri, 14 Nov 2014 18:26:32 +0100.
-        assert_eq!(rfc5322_date(utc("2014-11-14T17:26:32Z")), "Fri, 14 Nov 2014 18:26:32 +0100");
-        assert_eq!(rfc5322_date(utc("2021-05-14T10:02:08Z")), "Fri, 14 May 2021 12:02:08 +0200");
+        assert_eq!(
+            rfc5322_date(utc("2014-11-14T17:26:32Z")),
+            "Fri, 14 Nov 2014 18:26:32 +0100"
+        );
+        assert_eq!(
+            rfc5322_date(utc("2021-05-14T10:02:08Z")),
+            "Fri, 14 May 2021 12:02:08 +0200"
+        );
     }
 
     #[test]
     fn zona_parsing_accepts_both_forms_and_rejects_garbage() {
         assert_eq!(parse_zona("+0100"), FixedOffset::east_opt(3600));
         assert_eq!(parse_zona(" +02:00 "), FixedOffset::east_opt(7200));
-        assert_eq!(parse_zona("-0530"), FixedOffset::east_opt(-(5 * 3600 + 30 * 60)));
-        for bad in ["", "0100", "+100", "+01000", "+2400", "+0160", "+01:0", "+0a00", "+01-00", "+\u{e9}00"] {
+        assert_eq!(
+            parse_zona("-0530"),
+            FixedOffset::east_opt(-(5 * 3600 + 30 * 60))
+        );
+        for bad in [
+            "",
+            "0100",
+            "+100",
+            "+01000",
+            "+2400",
+            "+0160",
+            "+01:0",
+            "+0a00",
+            "+01-00",
+            "+\u{e9}00",
+        ] {
             assert_eq!(parse_zona(bad), None, "{bad:?}");
         }
-        assert_eq!(format_offset(FixedOffset::east_opt(-3600).unwrap()), "-0100");
+        assert_eq!(
+            format_offset(FixedOffset::east_opt(-3600).unwrap()),
+            "-0100"
+        );
     }
 
     proptest! {
