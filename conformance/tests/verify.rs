@@ -502,3 +502,21 @@ fn bare_lf_files_verify_after_normalisation_with_a_warning() {
     assert_eq!(verdict(&f, "mime.lf-normalised"), "pass");
     assert_eq!(verdict(&f, "signature.integrity"), "pass");
 }
+
+#[test]
+fn a_forwarded_envelope_is_found_and_reported_as_wrapped() {
+    let inner = read(ARUBA[0].0);
+    let outer = format!(
+        "From: list@example.org\nTo: member@example.org\nSubject: [list] POSTA CERTIFICATA: Re: archetipo\n\
+         MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"WRAP\"\n\n--WRAP\n\
+         Content-Type: text/plain\n\nForwarded by the list.\n\n--WRAP\n\
+         Content-Type: message/rfc822\n\n{inner}\n--WRAP--\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (_, f, _) = verify_json(&[], &write_tmp(&dir, "wrapped.eml", outer.as_bytes()));
+    assert_eq!(f["wrapped"], true, "{f:#}");
+    assert_eq!(f["kind"], "posta-certificata");
+    assert_eq!(verdict(&f, "message.wrapped"), "warn");
+    assert_eq!(verdict(&f, "signature.integrity"), "pass", "{f:#}");
+    assert_eq!(verdict(&f, "daticert.identificativo"), "pass", "{f:#}");
+}
