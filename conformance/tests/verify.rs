@@ -520,3 +520,39 @@ fn a_forwarded_envelope_is_found_and_reported_as_wrapped() {
     assert_eq!(verdict(&f, "signature.integrity"), "pass", "{f:#}");
     assert_eq!(verdict(&f, "daticert.identificativo"), "pass", "{f:#}");
 }
+
+#[test]
+fn daticert_mutations_name_their_check() {
+    let xml = std::fs::read_to_string(
+        repo().join("fixtures/real/daticert/from-eml_aruba-2014_ricevuta-accettazione.xml"),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("zona=\"+0100\"", "zona=\"+0200\"", "daticert.date-zone"),
+        (
+            "<risposte>",
+            "<oggetto>x</oggetto><risposte>",
+            "daticert.dtd",
+        ),
+        (
+            "opec275.20141114182632.23219.07.1.48@pec.aruba.it",
+            "opec275.20141114182632.23219.07.1.09.48@pec.aruba.it",
+            "daticert.identificativo",
+        ),
+        ("&lt;1415985992", "&lt;9", "daticert.msgid"),
+    ];
+    for (from, to, id) in cases {
+        assert!(xml.contains(from), "{from}");
+        let msg = with_daticert(&xml.replacen(from, to, 1));
+        let (code, f, _) = verify_json(&[], &write_tmp(&dir, "m.eml", msg.as_bytes()));
+        assert_eq!(verdict(&f, id), "fail", "{id}: {f:#}");
+        assert_eq!(code, 1);
+    }
+    // The unchanged daticert re-encoded passes those checks (the mutation is what fails).
+    let msg = with_daticert(&xml);
+    let (_, f, _) = verify_json(&[], &write_tmp(&dir, "m.eml", msg.as_bytes()));
+    for (_, _, id) in cases {
+        assert_eq!(verdict(&f, id), "pass", "{id}: {f:#}");
+    }
+}
