@@ -1,10 +1,10 @@
 //! `pec-conformance run`: loads the scenario catalog, starts each scenario's topology, runs its
 //! steps, judges every expected message (the scenario's expectations plus the offline checks), keeps
-//! the evidence (raw messages, SMTP transcripts, timings) and writes the reports ([`crate::report`]).
+//! the evidence (raw messages, SMTP transcripts, timings) and writes the reports ([`crate::run_report`]).
 //! Scenarios are independent (each has its own gestori, folder and clock) and run `--jobs` at a time.
 
 use crate::craft::{self, Draft};
-use crate::report::{self, Check, GestoreInfo, RunReport, ScenarioResult, Status, StepResult};
+use crate::run_report::{self as report, Check, GestoreInfo, RunReport, ScenarioResult, Status, StepResult};
 use crate::scenario::{
     self, Dur, Expect, ExpectNone, GestoreSpec, Inject, InjectKind, MailboxSpec,
     OriginalSpec, Scenario, Step, Submit,
@@ -12,7 +12,7 @@ use crate::scenario::{
 use crate::topology::{self, Target, Topology, kind_by_headers};
 use anyhow::Context;
 use pec_formats::daticert::Daticert;
-use pec_formats::smime::{Outcome, TrustStore, VerifyOptions};
+use pec_formats::smime::{TrustStore, VerifyOptions};
 use reference_gestore::smtp::Reply;
 use reference_gestore::smtp::client::{ClientTls, SmtpClient, Timeouts};
 use reference_gestore::store::Store;
@@ -73,6 +73,15 @@ pub fn matches_pattern(pattern: &str, id: &str) -> bool {
         }
     }
     rest.is_empty()
+}
+
+/// `pec-conformance run`: the exit code (0: no scenario failed, 1: a scenario failed, 2: the run
+/// could not start), errors printed.
+pub fn main_run(args: &RunArgs) -> i32 {
+    run_command(args).unwrap_or_else(|e| {
+        eprintln!("pec-conformance run: {e:#}");
+        2
+    })
 }
 
 /// Runs the command; the process exit code (0: no scenario failed).
@@ -1452,12 +1461,12 @@ pub fn original_form(postacert: Option<&[u8]>) -> (OriginalSpec, String) {
     }
 }
 
-/// The offline verdict on one received message of kind `kind`.
-///
-/// HOOK: the `verify` module (checks written from the spec, each with an id and a rule) replaces
-/// the body of this function when it lands; until then it checks the classification by header,
-/// the S/MIME signature with `pec_formats::smime` and that the daticert reads, with its tipo.
+/// The offline verdict on one received message of kind `kind`: the classification by header, then
+/// every check of the `verify` module ([`crate::checks::verify_bytes`], written from the spec) with
+/// the topology's CA as trust anchor. A `warn` counts as passed (its detail says so); a `skip` is
+/// reported as skipped.
 pub fn offline_checks(raw: &[u8], kind: &str, trust: &TrustStore) -> Vec<Check> {
+    use crate::report::Verdict;
     let mut out = Vec::new();
     // digest §5.12: classified by header, never by subject.
     out.push(Check::new(
@@ -1470,113 +1479,38 @@ pub fn offline_checks(raw: &[u8], kind: &str, trust: &TrustStore) -> Vec<Check> 
     if kind == "ordinary" {
         return out;
     }
-    let parsed = match guarded("pec_formats::parse", || pec_formats::parse::parse(raw)) {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => {
-            out.push(Check::new("verify.parse", "RFC 5322", "the message reads", false, e.to_string()));
-            return out;
-        }
-        Err(e) => {
-            out.push(Check::new("verify.parse", "RFC 5322", "the message reads", false, e));
-            return out;
-        }
+    let cfg = crate::checks::VerifyConfig {
+        trust: Some(TrustStore {
+            certs: trust.certs.clone(),
+        }),
+        at: None,
     };
-    // RFC 6109 §2.1, §4.1: every PEC message is signed, the certificate embedded.
-    let signed = parsed.signed.as_ref().and_then(|s| Some((s, s.signature_der.as_ref()?)));
-    out.push(Check::new(
-        "verify.signed",
-        "RFC 6109 §2.1, §4.1",
-        "an S/MIME multipart/signed with smime.p7s",
-        signed.is_some(),
-        if signed.is_some() { "present" } else { "no signature part" },
-    ));
-    if let Some((s, der)) = signed {
-        let opts = VerifyOptions {
-            trust: Some(trust),
-            at: None,
-        };
-        match guarded("verify_detached", || {
-            pec_formats::smime::verify_detached(&s.content, der, &opts)
-        }) {
-            Ok(Ok(r)) => {
-                let v = |o: &Outcome| match o {
-                    Outcome::Pass => (true, "pass".to_string()),
-                    Outcome::Fail(m) => (false, m.clone()),
-                    Outcome::NotChecked(m) => (false, format!("not checked: {m}")),
-                };
-                let (ok, d) = v(&r.integrity);
-                out.push(Check::new("verify.integrity", "RFC 6109 §2.2.2", "the signature verifies", ok, d));
-                let (ok, d) = v(&r.chain);
-                out.push(Check::new(
-                    "verify.chain",
-                    "RFC 6109 §2.2.2, §5.6",
-                    "the signer chains to the topology's trust anchors",
-                    ok,
-                    d,
-                ));
-                out.push(Check::new(
-                    "verify.signer-embedded",
-                    "RFC 6109 §2.1",
-                    "the signer certificate is embedded",
-                    r.signer.is_some(),
-                    format!("{} certificate(s) embedded", r.embedded.len()),
-                ));
+    match guarded("checks::verify_bytes", || {
+        crate::checks::verify_bytes(kind, raw, &cfg)
+    }) {
+        Ok(r) => {
+            if let Some(e) = &r.error {
+                out.push(Check::new("verify.usable", "RFC 5322", "the message reads", false, e.clone()));
             }
-            Ok(Err(e)) => out.push(Check::new(
-                "verify.integrity",
-                "RFC 6109 §2.2.2",
-                "the signature verifies",
-                false,
-                e.to_string(),
-            )),
-            Err(e) => out.push(Check::new(
-                "verify.integrity",
-                "RFC 6109 §2.2.2",
-                "the signature verifies",
-                false,
-                e,
-            )),
+            for c in r.checks {
+                out.push(Check {
+                    id: format!("verify.{}", c.id),
+                    rule: c.rule.to_string(),
+                    description: format!("verify: {}", c.id),
+                    status: match c.verdict {
+                        Verdict::Pass | Verdict::Warn => Status::Passed,
+                        Verdict::Fail => Status::Failed,
+                        Verdict::Skip => Status::Skipped,
+                    },
+                    detail: if c.verdict == Verdict::Warn {
+                        format!("warn: {}", c.detail)
+                    } else {
+                        c.detail
+                    },
+                });
+            }
         }
-    }
-    if kind == "anomalia" {
-        return out;
-    }
-    // RFC 6109 §4.4: daticert.xml; its tipo is the X-Ricevuta value or posta-certificata.
-    let want_tipo = pec_formats::kind::Kind::from_id(kind).map(|k| {
-        k.x_ricevuta()
-            .map(|t| t.as_str().to_string())
-            .unwrap_or_else(|| "posta-certificata".into())
-    });
-    match parsed
-        .daticert_xml
-        .as_ref()
-        .map(|x| guarded("Daticert::from_xml", || Daticert::from_xml(x)))
-    {
-        None => out.push(Check::new(
-            "verify.daticert",
-            "RFC 6109 §4.3, §4.4",
-            "daticert.xml present and readable",
-            false,
-            "no daticert.xml",
-        )),
-        Some(Err(e)) => out.push(Check::new("verify.daticert", "RFC 6109 §4.4", "daticert.xml present and readable", false, e)),
-        Some(Ok(Err(e))) => out.push(Check::new(
-            "verify.daticert",
-            "RFC 6109 §4.4",
-            "daticert.xml present and readable",
-            false,
-            e.to_string(),
-        )),
-        Some(Ok(Ok(d))) => {
-            out.push(Check::new("verify.daticert", "RFC 6109 §4.4", "daticert.xml present and readable", true, ""));
-            out.push(Check::new(
-                "verify.daticert-tipo",
-                "RFC 6109 §4.4",
-                "daticert tipo matches the kind",
-                want_tipo.as_deref() == Some(d.tipo.as_str()),
-                format!("tipo {}", d.tipo.as_str()),
-            ));
-        }
+        Err(e) => out.push(Check::new("verify.usable", "RFC 5322", "the message reads", false, e)),
     }
     out
 }

@@ -72,7 +72,10 @@ DATA\r\nSubject: hi\r\n\r\n..dot line\r\nbody\r\n.\r\nQUIT\r\n";
         ),
         "{out}"
     );
-    assert!(!out.contains("STARTTLS") && !out.contains("AUTH"), "{out}");
+    assert!(
+        !out.contains("250-STARTTLS") && !out.contains("AUTH PLAIN"),
+        "{out}"
+    );
     let m = handler.messages();
     assert_eq!(m.len(), 1);
     assert_eq!(m[0].from, "a@x.test");
@@ -379,7 +382,7 @@ async fn plaintext_pipelined_after_starttls_is_discarded() {
     let _ = task.await.unwrap();
     let out = String::from_utf8(out).unwrap();
     assert_eq!(codes(&out), vec![220, 250, 220], "{out}");
-    assert!(out.contains("250-STARTTLS"), "{out}");
+    assert!(out.contains("250 STARTTLS\r\n"), "{out}");
 }
 
 /// Random bytes, or a known command word followed by random text.
@@ -424,4 +427,31 @@ proptest! {
             prop_assert!(line.len() >= 3 && line[..3].bytes().all(|b| b.is_ascii_digit()), "{}", line);
         }
     }
+}
+
+#[tokio::test]
+async fn client_reports_refused_content_and_all_recipients_refused() {
+    let (mut c, handler, task) = client_over_duplex(inbound(), ClientTls::none()).await;
+    c.ehlo("peer.test").await.unwrap();
+    // The handler's reply after DATA reaches the client as an error naming the step.
+    let err = c.send("a@x", &["refuse-data@y"], b"x").await.unwrap_err();
+    match &err {
+        ClientError::Rejected { step, reply } => {
+            assert_eq!(step, "message data");
+            assert_eq!((reply.code, reply.enhanced), (554, Some([5, 6, 0])));
+        }
+        other => panic!("{other}"),
+    }
+    // Every RCPT refused: no data is sent, the replies are reported, the session stays usable.
+    let r = c
+        .send("a@x", &["nobody1@y", "nobody2@y"], b"x")
+        .await
+        .unwrap();
+    assert_eq!(r.data, None);
+    assert_eq!(r.refused().len(), 2);
+    let r = c.send("a@x", &["b@y"], b"x").await.unwrap();
+    assert_eq!(r.delivered(), vec!["b@y"]);
+    c.quit().await.unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(handler.messages().len(), 1);
 }

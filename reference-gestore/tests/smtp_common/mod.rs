@@ -112,7 +112,7 @@ pub struct Received {
 }
 
 /// Accepts `alice`/`secret`; refuses senders containing `blocked` and recipients starting with
-/// `nobody`; records messages.
+/// `nobody`; refuses the content for recipients starting with `refuse-data`; records messages.
 #[derive(Default)]
 pub struct TestHandler {
     pub received: Mutex<Vec<Received>>,
@@ -152,6 +152,9 @@ impl Handler for TestHandler {
         rcpts: &[String],
         message: Vec<u8>,
     ) -> Reply {
+        if rcpts.iter().any(|r| r.starts_with("refuse-data")) {
+            return Reply::new(554, [5, 6, 0], "Content refused");
+        }
         self.received.lock().unwrap().push(Received {
             from: from.to_string(),
             rcpts: rcpts.to_vec(),
