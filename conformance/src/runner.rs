@@ -1294,7 +1294,9 @@ async fn smtp_send(
         t.push(format!("C: EHLO runner.test\nS: {r}"));
         if mode == reference_gestore::smtp::client::TlsMode::StartTls {
             c.starttls().await?;
-            t.push("C: STARTTLS (handshake done, EHLO again)".into());
+            // RFC 3207 §4.2: the client must say EHLO again after the handshake.
+            let r = c.ehlo("runner.test").await?;
+            t.push(format!("C: STARTTLS (handshake done)\nC: EHLO runner.test\nS: {r}"));
         }
         if let Some((user, pass)) = auth {
             let r = c.auth_plain(user, pass).await?;
