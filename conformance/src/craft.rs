@@ -132,7 +132,13 @@ pub fn ordinary(from: &str, to: &[String], subject: &str, id: &str) -> Vec<u8> {
 
 /// A message that looks like a transport envelope (PEC headers, daticert) but carries no
 /// signature (RFC 6109 §2.2.2: it must become an anomaly).
-pub fn unsigned_envelope(from: &str, service: &str, to: &[String], subject: &str, id: &str) -> Vec<u8> {
+pub fn unsigned_envelope(
+    from: &str,
+    service: &str,
+    to: &[String],
+    subject: &str,
+    id: &str,
+) -> Vec<u8> {
     let original = ordinary(from, to, subject, &format!("orig.{id}"));
     let boundary = format!("=_unsigned_{}", id.replace(['@', '.'], "_"));
     let daticert = format!(
@@ -237,7 +243,9 @@ pub fn tamper(raw: &[u8]) -> Option<Vec<u8>> {
     let boundary: String = if let Some(q) = rest.strip_prefix('"') {
         q.split('"').next()?.to_string()
     } else {
-        rest.split(|c: char| c == ';' || c.is_whitespace()).next()?.to_string()
+        rest.split(|c: char| c == ';' || c.is_whitespace())
+            .next()?
+            .to_string()
     };
     let open = format!("--{boundary}\r\n");
     let first = find(&raw[head_end..], open.as_bytes())? + head_end + open.len();

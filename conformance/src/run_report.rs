@@ -245,7 +245,14 @@ pub fn junit(report: &RunReport) -> anyhow::Result<String> {
                         .iter()
                         .filter(|c| c.status == Status::Failed)
                         .map(move |c| {
-                            format!("step {} line {}: {} ({}): {}", st.index + 1, st.line, c.description, c.rule, c.detail)
+                            format!(
+                                "step {} line {}: {} ({}): {}",
+                                st.index + 1,
+                                st.line,
+                                c.description,
+                                c.rule,
+                                c.detail
+                            )
                         })
                 })
                 .collect();
@@ -326,9 +333,7 @@ pub fn timing_svg(s: &ScenarioResult) -> String {
         .max(1) as f64;
     let (w, row, left) = (720.0, 18.0, 140.0);
     let h = row * s.steps.len() as f64 + 24.0;
-    let mut out = format!(
-        r#"<svg width="{w}" height="{h}" role="img" aria-label="step timings">"#
-    );
+    let mut out = format!(r#"<svg width="{w}" height="{h}" role="img" aria-label="step timings">"#);
     for (i, st) in s.steps.iter().enumerate() {
         let y = i as f64 * row + 2.0;
         let x = left + (st.start_ms as f64 / total) * (w - left - 10.0);
@@ -529,7 +534,9 @@ mod tests {
             message: None,
             duration_ms: 300,
             steps: vec![step(0, Status::Passed), step(1, status)],
-            evidence: vec![format!("evidence/{id}/mailboxes/a@pec.a.test/001-accettazione.eml")],
+            evidence: vec![format!(
+                "evidence/{id}/mailboxes/a@pec.a.test/001-accettazione.eml"
+            )],
         };
         let req = |id: &str| Requirement {
             id: id.into(),

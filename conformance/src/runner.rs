@@ -4,10 +4,12 @@
 //! Scenarios are independent (each has its own gestori, folder and clock) and run `--jobs` at a time.
 
 use crate::craft::{self, Draft};
-use crate::run_report::{self as report, Check, GestoreInfo, RunReport, ScenarioResult, Status, StepResult};
+use crate::run_report::{
+    self as report, Check, GestoreInfo, RunReport, ScenarioResult, Status, StepResult,
+};
 use crate::scenario::{
-    self, Dur, Expect, ExpectNone, GestoreSpec, Inject, InjectKind, MailboxSpec,
-    OriginalSpec, Scenario, Step, Submit,
+    self, Dur, Expect, ExpectNone, GestoreSpec, Inject, InjectKind, MailboxSpec, OriginalSpec,
+    Scenario, Step, Submit,
 };
 use crate::topology::{self, Target, Topology, kind_by_headers};
 use anyhow::Context;
@@ -101,7 +103,11 @@ pub fn run_command(args: &RunArgs) -> anyhow::Result<i32> {
     })?;
     let selected: Vec<Scenario> = all
         .into_iter()
-        .filter(|s| args.only.as_deref().is_none_or(|p| matches_pattern(p, &s.id)))
+        .filter(|s| {
+            args.only
+                .as_deref()
+                .is_none_or(|p| matches_pattern(p, &s.id))
+        })
         .collect();
     if args.list {
         for s in &selected {
@@ -300,39 +306,42 @@ struct Run {
     evidence: Vec<String>,
 }
 
+/// The messages a link dropped: (from, to, [(kind, raw)]).
+type DroppedOnLink = (String, String, Vec<(String, Vec<u8>)>);
+
 /// The result of one step.
-struct Outcome2 {
+struct StepOutcome {
     status: Status,
     message: Option<String>,
     checks: Vec<Check>,
     evidence: Vec<String>,
 }
 
-impl Outcome2 {
-    fn pass() -> Outcome2 {
-        Outcome2 {
+impl StepOutcome {
+    fn pass() -> StepOutcome {
+        StepOutcome {
             status: Status::Passed,
             message: None,
             checks: Vec::new(),
             evidence: Vec::new(),
         }
     }
-    fn fail(m: impl Into<String>) -> Outcome2 {
-        Outcome2 {
+    fn fail(m: impl Into<String>) -> StepOutcome {
+        StepOutcome {
             status: Status::Failed,
             message: Some(m.into()),
-            ..Outcome2::pass()
+            ..StepOutcome::pass()
         }
     }
-    fn skip(m: impl Into<String>) -> Outcome2 {
-        Outcome2 {
+    fn skip(m: impl Into<String>) -> StepOutcome {
+        StepOutcome {
             status: Status::Skipped,
             message: Some(m.into()),
-            ..Outcome2::pass()
+            ..StepOutcome::pass()
         }
     }
     /// Failed when a check failed.
-    fn judged(mut self) -> Outcome2 {
+    fn judged(mut self) -> StepOutcome {
         if self.status == Status::Passed
             && let Some(c) = self.checks.iter().find(|c| c.status == Status::Failed)
         {
@@ -396,7 +405,9 @@ pub async fn run_scenario(
                         })
                         .unwrap_or_else(|| format!("{name}@unknown.invalid"))
                     } else {
-                        let d = t.and_then(|t| t.domains.first().cloned()).unwrap_or_default();
+                        let d = t
+                            .and_then(|t| t.domains.first().cloned())
+                            .unwrap_or_default();
                         format!("{user}@{d}")
                     };
                     Place::External { address }
@@ -454,7 +465,7 @@ pub async fn run_scenario(
     for (index, step) in s.steps.iter().enumerate() {
         let start = t0.elapsed();
         let o = if failed {
-            Outcome2::skip("not run: an earlier step failed")
+            StepOutcome::skip("not run: an earlier step failed")
         } else {
             run.step(index, &step.value).await
         };
@@ -487,8 +498,7 @@ pub async fn run_scenario(
     run.topo.stop().await;
     result.status = if failed {
         Status::Failed
-    } else if result.steps.iter().all(|s| s.status == Status::Skipped) && !result.steps.is_empty()
-    {
+    } else if result.steps.iter().all(|s| s.status == Status::Skipped) && !result.steps.is_empty() {
         Status::Skipped
     } else {
         Status::Passed
@@ -621,7 +631,7 @@ impl Run {
         format!("{}.{}.{nanos:x}@runner.test", self.s.id, self.seq)
     }
 
-    async fn step(&mut self, index: usize, step: &Step) -> Outcome2 {
+    async fn step(&mut self, index: usize, step: &Step) -> StepOutcome {
         match step {
             Step::Submit(s) => self.submit(index, s).await,
             Step::Inject(i) => self.inject(index, i).await,
@@ -629,23 +639,25 @@ impl Run {
             Step::Wait(d) => {
                 let d = d.0.min(MAX_WAIT);
                 tokio::time::sleep(d).await;
-                Outcome2::pass()
+                StepOutcome::pass()
             }
             Step::Link(l) => {
                 let Some(c) = self.topo.links.get(&(l.from.clone(), l.to.clone())) else {
-                    return Outcome2::skip("links to or from an external gestore are not relayed");
+                    return StepOutcome::skip(
+                        "links to or from an external gestore are not relayed",
+                    );
                 };
                 if let Ok(mut st) = c.state.lock() {
                     *st = (l.state, l.drop.clone());
                 }
-                Outcome2::pass()
+                StepOutcome::pass()
             }
             Step::Expect(x) => self.expect(index, x).await,
             Step::ExpectReply(r) => {
                 let Some(last) = &self.last else {
-                    return Outcome2::fail("no submit or inject ran");
+                    return StepOutcome::fail("no submit or inject ran");
                 };
-                let mut o = Outcome2::pass();
+                let mut o = StepOutcome::pass();
                 let seen = last
                     .replies
                     .iter()
@@ -668,9 +680,7 @@ impl Run {
                         "reply.text",
                         "RFC 5321 §4.2",
                         format!("the decisive SMTP reply says `{t}`"),
-                        decisive.is_some_and(|d| {
-                            d.text.to_lowercase().contains(&t.to_lowercase())
-                        }),
+                        decisive.is_some_and(|d| d.text.to_lowercase().contains(&t.to_lowercase())),
                         seen,
                     ));
                 }
@@ -680,22 +690,22 @@ impl Run {
         }
     }
 
-    async fn advance(&mut self, d: &Dur) -> Outcome2 {
+    async fn advance(&mut self, d: &Dur) -> StepOutcome {
         let chrono_d = chrono::Duration::from_std(d.0).unwrap_or(chrono::Duration::zero());
         self.topo.clock.advance(chrono_d);
         if self.target.is_some() {
             if !self.slow {
-                return Outcome2::skip(
+                return StepOutcome::skip(
                     "the target runs on real time: advance_clock needs --slow",
                 );
             }
             // Against a target, time windows are real time.
             tokio::time::sleep(d.0).await;
         }
-        Outcome2::pass()
+        StepOutcome::pass()
     }
 
-    async fn submit(&mut self, index: usize, s: &Submit) -> Outcome2 {
+    async fn submit(&mut self, index: usize, s: &Submit) -> StepOutcome {
         let sender = self.address(&s.as_);
         let id = self.next_id();
         let draft = Draft {
@@ -732,7 +742,9 @@ impl Run {
             Some(Place::Reference { gestore, .. }) => {
                 let g = &self.topo.gestori[&gestore];
                 let Some(a) = g.instance.endpoints.submission_tls else {
-                    return Outcome2::fail(format!("gestore {gestore} has no submission listener"));
+                    return StepOutcome::fail(format!(
+                        "gestore {gestore} has no submission listener"
+                    ));
                 };
                 (
                     a.to_string(),
@@ -742,25 +754,24 @@ impl Run {
             }
             Some(Place::External { address }) => {
                 let Some(t) = self.target.clone() else {
-                    return Outcome2::fail("no target");
+                    return StepOutcome::fail("no target");
                 };
                 let Some(m) = t.mailboxes.iter().find(|m| m.address == address) else {
-                    return Outcome2::fail(format!("the target has no mailbox {address}"));
+                    return StepOutcome::fail(format!("the target has no mailbox {address}"));
                 };
                 let Ok(pw) = std::env::var(&m.password_env) else {
-                    return Outcome2::fail(format!(
+                    return StepOutcome::fail(format!(
                         "environment variable {} (password of {address}) is not set",
                         m.password_env
                     ));
                 };
                 let roots = match t.ca.as_ref().map(|p| {
-                    reference_gestore::tls::root_store_from_files(&[p])
-                        .map_err(|e| e.to_string())
+                    reference_gestore::tls::root_store_from_files(&[p]).map_err(|e| e.to_string())
                 }) {
                     Some(Ok(r)) => r,
-                    Some(Err(e)) => return Outcome2::fail(e),
+                    Some(Err(e)) => return StepOutcome::fail(e),
                     None => {
-                        return Outcome2::skip(
+                        return StepOutcome::skip(
                             "submission to the target needs `ca:` (its TLS trust anchors) in the target file",
                         );
                     }
@@ -770,14 +781,26 @@ impl Run {
                 } else {
                     ClientTls::implicit(roots, t.submission.host.clone())
                 };
-                (format!("{}:{}", t.submission.host, t.submission.port), tls, pw)
+                (
+                    format!("{}:{}", t.submission.host, t.submission.port),
+                    tls,
+                    pw,
+                )
             }
-            _ => return Outcome2::fail(format!("`{}` cannot submit", s.as_)),
+            _ => return StepOutcome::fail(format!("`{}` cannot submit", s.as_)),
         };
-        let mut o = Outcome2::pass();
+        let mut o = StepOutcome::pass();
         o.evidence
             .push(self.write_evidence(&format!("{:02}-submit.eml", index + 1), &raw));
-        let (last, transcript) = smtp_send(&addr, tls, Some((&sender, &password)), &sender, &rcpts, &raw).await;
+        let (last, transcript) = smtp_send(
+            &addr,
+            tls,
+            Some((&sender, &password)),
+            &sender,
+            &rcpts,
+            &raw,
+        )
+        .await;
         o.evidence.push(self.write_evidence(
             &format!("{:02}-submit.transcript", index + 1),
             transcript.as_bytes(),
@@ -785,7 +808,7 @@ impl Run {
         let err = last.error.clone();
         self.last = Some(last);
         if let Some(e) = err {
-            return Outcome2 {
+            return StepOutcome {
                 status: Status::Failed,
                 message: Some(e),
                 ..o
@@ -794,13 +817,16 @@ impl Run {
         o
     }
 
-    async fn inject(&mut self, index: usize, i: &Inject) -> Outcome2 {
+    async fn inject(&mut self, index: usize, i: &Inject) -> StepOutcome {
         let to: Vec<String> = i.to.iter().map(|r| self.address(r)).collect();
-        let places: Vec<Place> = i.to.iter().filter_map(|r| self.places.get(r).cloned()).collect();
+        let places: Vec<Place> =
+            i.to.iter()
+                .filter_map(|r| self.places.get(r).cloned())
+                .collect();
         let gestore = match places.first() {
             Some(Place::Reference { gestore, .. }) => Some(gestore.clone()),
             Some(Place::External { .. }) => None,
-            _ => return Outcome2::fail("inject: recipients must be PEC mailboxes"),
+            _ => return StepOutcome::fail("inject: recipients must be PEC mailboxes"),
         };
         let same = places.iter().all(|p| match (p, &gestore) {
             (Place::Reference { gestore: g, .. }, Some(x)) => g == x,
@@ -808,7 +834,7 @@ impl Run {
             _ => false,
         });
         if !same {
-            return Outcome2::fail("inject: all recipients must be on one gestore");
+            return StepOutcome::fail("inject: all recipients must be on one gestore");
         }
         let from_name = i.from.clone();
         let from = from_name
@@ -832,7 +858,9 @@ impl Run {
                     "posta-certificata@{}",
                     from.rsplit_once('@').map(|x| x.1).unwrap_or("example.test")
                 );
-                Ok(craft::unsigned_envelope(&from, &service, &to, &subject, &id))
+                Ok(craft::unsigned_envelope(
+                    &from, &service, &to, &subject, &id,
+                ))
             }
             InjectKind::Tampered => {
                 let name = i.message.clone().unwrap_or_default();
@@ -844,7 +872,10 @@ impl Run {
             }
             InjectKind::UntrustedCa => {
                 let original = craft::ordinary(&from, &to, &subject, &id);
-                let domain = from.rsplit_once('@').map(|x| x.1.to_string()).unwrap_or_default();
+                let domain = from
+                    .rsplit_once('@')
+                    .map(|x| x.1.to_string())
+                    .unwrap_or_default();
                 guarded("untrusted-ca envelope", || -> Result<Vec<u8>, String> {
                     let ca = pec_formats::pki::TestCa::generate("Untrusted Test CA")
                         .map_err(|e| e.to_string())?;
@@ -858,14 +889,17 @@ impl Run {
                         chain: vec![],
                         digest: pec_formats::smime::DigestAlg::Sha256,
                     };
-                    let p = pec_formats::build::Provider::new("Gestore non fidato", &domain, &signer);
+                    let p =
+                        pec_formats::build::Provider::new("Gestore non fidato", &domain, &signer);
                     craft::signed_envelope(&p, &from, &to, &original).map_err(|e| format!("{e:#}"))
                 })
                 .and_then(|r| r)
             }
             InjectKind::Virus | InjectKind::BadDaticert => {
                 let Some(g) = signer_gestore.and_then(|g| self.topo.gestori.get(&g)) else {
-                    return Outcome2::fail("the sender must be a mailbox of a reference gestore");
+                    return StepOutcome::fail(
+                        "the sender must be a mailbox of a reference gestore",
+                    );
                 };
                 let gs = &g.instance.gestore;
                 if i.kind == InjectKind::Virus {
@@ -905,12 +939,12 @@ impl Run {
         };
         let raw = match built {
             Ok(r) => r,
-            Err(e) => return Outcome2::fail(format!("building the message: {e}")),
+            Err(e) => return StepOutcome::fail(format!("building the message: {e}")),
         };
         let (addr, tls) = match &gestore {
             Some(g) => {
                 let Some(a) = self.topo.gestori[g].instance.endpoints.inbound else {
-                    return Outcome2::fail(format!("gestore {g} has no inbound listener"));
+                    return StepOutcome::fail(format!("gestore {g} has no inbound listener"));
                 };
                 let tls = if i.kind == InjectKind::Ordinary {
                     ClientTls::none()
@@ -922,12 +956,12 @@ impl Run {
             }
             None => {
                 let Some(t) = &self.target else {
-                    return Outcome2::fail("no target");
+                    return StepOutcome::fail("no target");
                 };
                 (t.inbound_route(), ClientTls::none())
             }
         };
-        let mut o = Outcome2::pass();
+        let mut o = StepOutcome::pass();
         o.evidence.push(self.write_evidence(
             &format!("{:02}-inject-{:?}.eml", index + 1, i.kind).to_lowercase(),
             &raw,
@@ -940,7 +974,7 @@ impl Run {
         let err = last.error.clone();
         self.last = Some(last);
         if let Some(e) = err {
-            return Outcome2 {
+            return StepOutcome {
                 status: Status::Failed,
                 message: Some(e),
                 ..o
@@ -997,17 +1031,20 @@ impl Run {
             .collect()
     }
 
-    async fn expect(&mut self, index: usize, x: &Expect) -> Outcome2 {
+    async fn expect(&mut self, index: usize, x: &Expect) -> StepOutcome {
         let Some(place) = self.places.get(&x.mailbox).cloned() else {
-            return Outcome2::fail(format!("no mailbox {}", x.mailbox));
+            return StepOutcome::fail(format!("no mailbox {}", x.mailbox));
         };
         if matches!(place, Place::External { .. }) {
-            return Outcome2::skip("reading the target's mailboxes over IMAP is future work");
+            return StepOutcome::skip("reading the target's mailboxes over IMAP is future work");
         }
         let want = x.count.unwrap_or(1);
         let within = x.within.unwrap_or(DEFAULT_WITHIN).0;
         let deadline = Instant::now() + within;
-        let about = x.consegna.as_ref().map(|c| self.address(c).to_ascii_lowercase());
+        let about = x
+            .consegna
+            .as_ref()
+            .map(|c| self.address(c).to_ascii_lowercase());
         let select = |ms: Vec<Received>| -> Vec<Received> {
             match &about {
                 None => ms,
@@ -1022,7 +1059,7 @@ impl Run {
             tokio::time::sleep(POLL).await;
             found = select(self.unclaimed(&place, &x.kind).await);
         }
-        let mut o = Outcome2::pass();
+        let mut o = StepOutcome::pass();
         let present: Vec<String> = self
             .messages(&place)
             .await
@@ -1052,15 +1089,10 @@ impl Run {
         let take: Vec<Received> = found.into_iter().take(want).collect();
         for (k, m) in take.iter().enumerate() {
             self.claimed.insert((place.address().to_string(), m.key));
-            let name = format!(
-                "{:02}-{}-{}-{}.eml",
-                index + 1,
-                x.mailbox,
-                x.kind,
-                k + 1
-            );
+            let name = format!("{:02}-{}-{}-{}.eml", index + 1, x.mailbox, x.kind, k + 1);
             o.evidence.push(self.write_evidence(&name, &m.raw));
-            o.checks.extend(offline_checks(&m.raw, &x.kind, &self.trust));
+            o.checks
+                .extend(offline_checks(&m.raw, &x.kind, &self.trust));
             o.checks.extend(self.expectations(x, &m.raw));
         }
         if let (Some(name), Some(first)) = (&x.save, take.first()) {
@@ -1093,12 +1125,16 @@ impl Run {
             ));
         }
         let parsed = guarded("pec_formats::parse", || pec_formats::parse::parse(raw));
-        let daticert = parsed.as_ref().ok().and_then(|p| p.as_ref().ok()).and_then(|p| {
-            p.daticert_xml
-                .as_ref()
-                .and_then(|x| guarded("Daticert::from_xml", || Daticert::from_xml(x)).ok())
-                .and_then(|r| r.ok())
-        });
+        let daticert = parsed
+            .as_ref()
+            .ok()
+            .and_then(|p| p.as_ref().ok())
+            .and_then(|p| {
+                p.daticert_xml
+                    .as_ref()
+                    .and_then(|x| guarded("Daticert::from_xml", || Daticert::from_xml(x)).ok())
+                    .and_then(|r| r.ok())
+            });
         if !x.daticert.is_empty() || x.same_identificativo.is_some() {
             for (field, want) in &x.daticert {
                 let want = self.expand(want);
@@ -1156,18 +1192,26 @@ impl Run {
                 .gestori
                 .get(g)
                 .and_then(|g| g.instance.gestore.signer.cert.to_der().ok());
-            let got = parsed.as_ref().ok().and_then(|p| p.as_ref().ok()).and_then(|p| {
-                let s = p.signed.as_ref()?;
-                let der = s.signature_der.as_ref()?;
-                guarded("verify_detached", || {
-                    pec_formats::smime::verify_detached(&s.content, der, &VerifyOptions::default())
-                })
-                .ok()?
-                .ok()?
-                .signer?
-                .to_der()
+            let got = parsed
+                .as_ref()
                 .ok()
-            });
+                .and_then(|p| p.as_ref().ok())
+                .and_then(|p| {
+                    let s = p.signed.as_ref()?;
+                    let der = s.signature_der.as_ref()?;
+                    guarded("verify_detached", || {
+                        pec_formats::smime::verify_detached(
+                            &s.content,
+                            der,
+                            &VerifyOptions::default(),
+                        )
+                    })
+                    .ok()?
+                    .ok()?
+                    .signer?
+                    .to_der()
+                    .ok()
+                });
             out.push(Check::new(
                 "expect.signed-by",
                 "RFC 6109 §2.1, §4.5",
@@ -1185,12 +1229,12 @@ impl Run {
         out
     }
 
-    async fn expect_none(&mut self, n: &ExpectNone) -> Outcome2 {
+    async fn expect_none(&mut self, n: &ExpectNone) -> StepOutcome {
         let Some(place) = self.places.get(&n.mailbox).cloned() else {
-            return Outcome2::fail(format!("no mailbox {}", n.mailbox));
+            return StepOutcome::fail(format!("no mailbox {}", n.mailbox));
         };
         if matches!(place, Place::External { .. }) {
-            return Outcome2::skip("reading the target's mailboxes over IMAP is future work");
+            return StepOutcome::skip("reading the target's mailboxes over IMAP is future work");
         }
         if let Some(a) = &n.after {
             let o = self.advance(&a.advance_clock).await;
@@ -1204,7 +1248,7 @@ impl Run {
             tokio::time::sleep(POLL).await;
             found = self.unclaimed(&place, &n.kind).await;
         }
-        let mut o = Outcome2::pass();
+        let mut o = StepOutcome::pass();
         o.checks.push(Check::new(
             "expect-none",
             "scenario",
@@ -1251,7 +1295,7 @@ impl Run {
                 self.evidence.push(rel);
             }
         }
-        let dropped: Vec<(String, String, Vec<(String, Vec<u8>)>)> = self
+        let dropped: Vec<DroppedOnLink> = self
             .topo
             .links
             .iter()
@@ -1265,7 +1309,8 @@ impl Run {
             .collect();
         for (f, t, msgs) in dropped {
             for (i, (kind, raw)) in msgs.iter().enumerate() {
-                let rel = self.write_evidence(&format!("dropped/{f}-{t}-{:02}-{kind}.eml", i + 1), raw);
+                let rel =
+                    self.write_evidence(&format!("dropped/{f}-{t}-{:02}-{kind}.eml", i + 1), raw);
                 self.evidence.push(rel);
             }
         }
@@ -1296,7 +1341,9 @@ async fn smtp_send(
             c.starttls().await?;
             // RFC 3207 §4.2: the client must say EHLO again after the handshake.
             let r = c.ehlo("runner.test").await?;
-            t.push(format!("C: STARTTLS (handshake done)\nC: EHLO runner.test\nS: {r}"));
+            t.push(format!(
+                "C: STARTTLS (handshake done)\nC: EHLO runner.test\nS: {r}"
+            ));
         }
         if let Some((user, pass)) = auth {
             let r = c.auth_plain(user, pass).await?;
@@ -1309,7 +1356,8 @@ async fn smtp_send(
         last.replies.push(("MAIL FROM".into(), r.mail.clone()));
         for x in &r.rcpts {
             t.push(format!("C: RCPT TO:<{}>\nS: {}", x.rcpt, x.reply));
-            last.replies.push((format!("RCPT TO:<{}>", x.rcpt), x.reply.clone()));
+            last.replies
+                .push((format!("RCPT TO:<{}>", x.rcpt), x.reply.clone()));
         }
         if let Some(d) = &r.data {
             t.push(format!("C: DATA ({} bytes)\nS: {d}", raw.len()));
@@ -1425,7 +1473,10 @@ pub fn original_form(postacert: Option<&[u8]>) -> (OriginalSpec, String) {
     };
     use mail_parser::MimeHeaders;
     let Some(m) = mail_parser::MessageParser::default().parse(p) else {
-        return (OriginalSpec::Included, "postacert.eml is not readable".into());
+        return (
+            OriginalSpec::Included,
+            "postacert.eml is not readable".into(),
+        );
     };
     let mut hashes = Vec::new();
     let mut others = Vec::new();
@@ -1434,7 +1485,10 @@ pub fn original_form(postacert: Option<&[u8]>) -> (OriginalSpec, String) {
         if name.to_ascii_lowercase().ends_with(".hash") {
             let body = String::from_utf8_lossy(a.contents()).trim().to_string();
             let ok = body.len() == 40 && body.chars().all(|c| c.is_ascii_hexdigit());
-            hashes.push(format!("{name}{}", if ok { "" } else { " (not 40 hex digits)" }));
+            hashes.push(format!(
+                "{name}{}",
+                if ok { "" } else { " (not 40 hex digits)" }
+            ));
             if !ok {
                 return (
                     OriginalSpec::Included,
@@ -1446,7 +1500,10 @@ pub fn original_form(postacert: Option<&[u8]>) -> (OriginalSpec, String) {
         }
     }
     if !hashes.is_empty() && others.is_empty() {
-        (OriginalSpec::Hashed, format!("hash parts: {}", hashes.join(", ")))
+        (
+            OriginalSpec::Hashed,
+            format!("hash parts: {}", hashes.join(", ")),
+        )
     } else {
         (
             OriginalSpec::Included,
@@ -1492,7 +1549,13 @@ pub fn offline_checks(raw: &[u8], kind: &str, trust: &TrustStore) -> Vec<Check> 
     }) {
         Ok(r) => {
             if let Some(e) = &r.error {
-                out.push(Check::new("verify.usable", "RFC 5322", "the message reads", false, e.clone()));
+                out.push(Check::new(
+                    "verify.usable",
+                    "RFC 5322",
+                    "the message reads",
+                    false,
+                    e.clone(),
+                ));
             }
             for c in r.checks {
                 out.push(Check {
@@ -1512,7 +1575,13 @@ pub fn offline_checks(raw: &[u8], kind: &str, trust: &TrustStore) -> Vec<Check> 
                 });
             }
         }
-        Err(e) => out.push(Check::new("verify.usable", "RFC 5322", "the message reads", false, e)),
+        Err(e) => out.push(Check::new(
+            "verify.usable",
+            "RFC 5322",
+            "the message reads",
+            false,
+            e,
+        )),
     }
     out
 }
@@ -1545,8 +1614,12 @@ mod tests {
         let hashed = b"Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: text/plain; name=\"c.pdf.hash\"\r\nContent-Disposition: attachment; filename=\"c.pdf.hash\"\r\n\r\n0123456789abcdef0123456789abcdef01234567\r\n--b--\r\n";
         assert_eq!(original_form(Some(hashed)).0, OriginalSpec::Hashed);
         let full = String::from_utf8_lossy(hashed).replace("c.pdf.hash", "c.pdf");
-        assert_eq!(original_form(Some(full.as_bytes())).0, OriginalSpec::Included);
-        let bad = String::from_utf8_lossy(hashed).replace("0123456789abcdef01234567\r\n", "xyz\r\n");
+        assert_eq!(
+            original_form(Some(full.as_bytes())).0,
+            OriginalSpec::Included
+        );
+        let bad =
+            String::from_utf8_lossy(hashed).replace("0123456789abcdef01234567\r\n", "xyz\r\n");
         let (f, d) = original_form(Some(bad.as_bytes()));
         assert_eq!(f, OriginalSpec::Included, "{d}");
         assert!(d.contains("not a SHA-1 hash"));

@@ -45,7 +45,9 @@ impl Dur {
         let mut total = Duration::ZERO;
         let mut rest = t;
         while !rest.is_empty() {
-            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
             if digits == 0 {
                 return Err(format!("`{s}`: expected a number before `{rest}`"));
             }
@@ -79,11 +81,11 @@ impl Dur {
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 3_600_000 == 0 && ms > 0 {
+        if ms.is_multiple_of(3_600_000) && ms > 0 {
             write!(f, "{}h", ms / 3_600_000)
-        } else if ms % 60_000 == 0 && ms > 0 {
+        } else if ms.is_multiple_of(60_000) && ms > 0 {
             write!(f, "{}m", ms / 60_000)
-        } else if ms % 1000 == 0 {
+        } else if ms.is_multiple_of(1000) {
             write!(f, "{}s", ms / 1000)
         } else {
             write!(f, "{ms}ms")
@@ -637,7 +639,9 @@ impl Scenario {
                     {
                         return Err(at(
                             key_line("topology"),
-                            format!("topology.{name}.profile.text_form: `{f}` (plain or alternative)"),
+                            format!(
+                                "topology.{name}.profile.text_form: `{f}` (plain or alternative)"
+                            ),
                         ));
                     }
                 }
@@ -674,11 +678,7 @@ impl Scenario {
             };
             // A recipient is a mailbox name or a literal address.
             let rcpt = |n: &str| -> Result<(), ScenarioError> {
-                if n.contains('@') {
-                    Ok(())
-                } else {
-                    mailbox(n)
-                }
+                if n.contains('@') { Ok(()) } else { mailbox(n) }
             };
             let gestore = |n: &str| -> Result<(), ScenarioError> {
                 if self.topology.contains_key(n) {
@@ -979,7 +979,10 @@ steps:
 
         let bad = GOOD.replace("ENV-01, DEL-01", "ENV-01, DEL-99");
         let e = Scenario::from_yaml(Path::new("x.yaml"), &bad, &reqs()).unwrap_err();
-        assert!(e.message.contains("`DEL-99` is not in requirements.yaml"), "{e}");
+        assert!(
+            e.message.contains("`DEL-99` is not in requirements.yaml"),
+            "{e}"
+        );
         assert_eq!(e.line, 4);
 
         let bad = GOOD.replace("same_identificativo: acc", "same_identificativo: ac");
@@ -992,7 +995,11 @@ steps:
         assert_eq!(Dur::parse("1h30m").unwrap().0, Duration::from_secs(5400));
         assert_eq!(Dur::parse("90").unwrap().0, Duration::from_secs(90));
         assert_eq!(Dur::parse("25h").unwrap().to_string(), "25h");
-        assert!(Dur::parse("5 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(
+            Dur::parse("5 parsecs")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
         assert!(Dur::parse("h").is_err());
         assert!(Dur::parse("").is_err());
     }

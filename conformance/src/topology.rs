@@ -32,7 +32,10 @@ pub fn kind_by_headers(raw: &[u8]) -> &'static str {
         .unwrap_or(raw.len());
     let head = String::from_utf8_lossy(&raw[..end]);
     // Unfold (RFC 5322 §2.2.3) and split into fields.
-    let unfolded = head.replace("\r\n", "\n").replace("\n ", " ").replace("\n\t", " ");
+    let unfolded = head
+        .replace("\r\n", "\n")
+        .replace("\n ", " ")
+        .replace("\n\t", " ");
     let field = |name: &str| -> Option<String> {
         unfolded.lines().find_map(|l| {
             let (n, v) = l.split_once(':')?;
@@ -243,7 +246,10 @@ pub fn pec_address(name: &str, user: &str, domain: &str, service: &str) -> Strin
 impl Topology {
     /// Prepares and starts every reference gestore of `s` (external ones are described by the
     /// target, not started). `target_routes` maps external domains to their inbound `host:port`.
-    pub async fn start(s: &Scenario, target_routes: &[(String, String)]) -> anyhow::Result<Topology> {
+    pub async fn start(
+        s: &Scenario,
+        target_routes: &[(String, String)],
+    ) -> anyhow::Result<Topology> {
         let dir = tempfile::Builder::new()
             .prefix("pec-conformance-")
             .tempdir()
@@ -307,11 +313,9 @@ impl Topology {
         let mut links = BTreeMap::new();
         let mut relay_addr: BTreeMap<(String, String), SocketAddr> = BTreeMap::new();
         for (to_name, to_inst, to_cfg) in &configs {
-            let tls = reference_gestore::tls::server_config_from_files(
-                &to_cfg.tls.cert,
-                &to_cfg.tls.key,
-            )
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let tls =
+                reference_gestore::tls::server_config_from_files(&to_cfg.tls.cert, &to_cfg.tls.key)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
             for (from_name, _, _) in &configs {
                 if from_name == to_name {
                     continue;
@@ -368,7 +372,8 @@ impl Topology {
             c.routes.clear();
             for ((from, to), addr) in &relay_addr {
                 if from == &name {
-                    let domain = &state.instances[names.iter().position(|n| *n == to).unwrap_or(0)].domain;
+                    let domain =
+                        &state.instances[names.iter().position(|n| *n == to).unwrap_or(0)].domain;
                     c.routes.insert(domain.clone(), addr.to_string());
                 }
             }
@@ -378,13 +383,24 @@ impl Topology {
             c.routes.insert("*".into(), sink_addr.to_string());
             // Accounts for the scenario's mailboxes on this gestore.
             for m in s.mailboxes.iter() {
-                if let (mname, MailboxSpec::Pec { gestore, user, exists }) = (m.0, &m.1.value)
+                if let (
+                    mname,
+                    MailboxSpec::Pec {
+                        gestore,
+                        user,
+                        exists,
+                    },
+                ) = (m.0, &m.1.value)
                     && gestore == &name
                     && *exists
                     && user != SERVICE_USER
                 {
                     let address = pec_address(mname, user, &inst.domain, &inst.service_address);
-                    if !c.mailboxes.iter().any(|b| b.address.eq_ignore_ascii_case(&address)) {
+                    if !c
+                        .mailboxes
+                        .iter()
+                        .any(|b| b.address.eq_ignore_ascii_case(&address))
+                    {
                         c.mailboxes.push(MailboxConfig {
                             address,
                             password: dev::DEV_PASSWORD.into(),
@@ -477,8 +493,8 @@ pub struct TargetMailbox {
 impl Target {
     /// Reads and checks a target file; errors name the file and what is wrong.
     pub fn load(path: &Path) -> anyhow::Result<Target> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let mut t: Target = serde_saphyr::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let fail = |m: String| anyhow::anyhow!("{}: {m}", path.display());
@@ -488,7 +504,9 @@ impl Target {
         if let Some(tls) = &t.submission.tls
             && !matches!(tls.as_str(), "implicit" | "starttls")
         {
-            return Err(fail(format!("submission.tls: `{tls}` (implicit or starttls)")));
+            return Err(fail(format!(
+                "submission.tls: `{tls}` (implicit or starttls)"
+            )));
         }
         for m in &t.mailboxes {
             let domain = m.address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
@@ -524,9 +542,14 @@ mod tests {
     #[test]
     fn kinds_come_from_headers_not_subjects() {
         let m = |h: &str| format!("{h}\r\nSubject: ACCETTAZIONE: x\r\n\r\nbody").into_bytes();
-        assert_eq!(kind_by_headers(&m("X-Ricevuta: accettazione")), "accettazione");
         assert_eq!(
-            kind_by_headers(&m("x-ricevuta:  Errore-Consegna\r\nX-VerificaSicurezza: errore")),
+            kind_by_headers(&m("X-Ricevuta: accettazione")),
+            "accettazione"
+        );
+        assert_eq!(
+            kind_by_headers(&m(
+                "x-ricevuta:  Errore-Consegna\r\nX-VerificaSicurezza: errore"
+            )),
             "errore-consegna-virus"
         );
         assert_eq!(kind_by_headers(&m("X-Trasporto: errore")), "anomalia");

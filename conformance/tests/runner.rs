@@ -53,8 +53,9 @@ async fn three_scenarios_pass_end_to_end_with_evidence() {
         assert!(!expects.is_empty());
         for s in expects {
             assert!(
-                s.checks.iter().any(|c| c.id == "verify.signature.integrity"
-                    && c.status == Status::Passed),
+                s.checks
+                    .iter()
+                    .any(|c| c.id == "verify.signature.integrity" && c.status == Status::Passed),
                 "{id} step {}: no passing signature check",
                 s.index + 1
             );
@@ -92,7 +93,10 @@ async fn a_wrong_expectation_fails_and_names_the_step() {
     // Ask for a kind that never comes: the step fails within its window, later steps are skipped.
     let text = std::fs::read_to_string(&s.file)
         .unwrap()
-        .replace("kind: accettazione, signed_by: A", "kind: non-accettazione, within: 2s")
+        .replace(
+            "kind: accettazione, signed_by: A",
+            "kind: non-accettazione, within: 2s",
+        )
         .replace("same_identificativo: acc, ricevuta", "ricevuta")
         .replace(", same_identificativo: acc }", " }");
     s = Scenario::from_yaml(&s.file, &text, &reqs()).unwrap();
