@@ -1,6 +1,7 @@
 //! The reference PEC provider (gestore): access point, reception point, delivery point, timers,
 //! store, mailbox access and log. Modules are named after the concepts of RFC 6109 §2.2.
 
+pub mod access;
 pub mod access_point;
 pub mod antivirus;
 pub mod clock;
@@ -8,6 +9,7 @@ pub mod config;
 pub mod delivery_point;
 pub mod dev;
 pub mod gestore;
+pub mod imap;
 pub mod instance;
 pub mod outbound;
 pub mod password;
