@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod access_point;
+pub mod admin;
 pub mod antivirus;
 pub mod clock;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod imap;
 pub mod instance;
 pub mod outbound;
 pub mod password;
+pub mod pop3;
 pub mod reception_point;
 pub mod smtp;
 pub mod store;
