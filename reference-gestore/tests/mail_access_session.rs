@@ -115,6 +115,10 @@ async fn imap_select_fetch_search_store_copy_expunge_append_and_folders() {
     let r = c.imap("ap", "UID FETCH 3 (FLAGS INTERNALDATE)").await;
     assert!(r.contains("UID 3 FLAGS (\\Seen) INTERNALDATE \"05-Dec-2025 09:00:00 +0000\""), "{r}");
     assert!(c.imap("ap", "APPEND Nowhere {1+}\r\nx").await.contains("ap NO [TRYCREATE]"));
+    // A literal ending in CRLF keeps it (only the command's own line end is removed).
+    assert!(c.imap("ap", "APPEND Sent {5+}\r\nx\r\n\r\n").await.contains("ap OK"));
+    let r = c.imap("ap", "STATUS Sent (MESSAGES)").await;
+    assert!(r.contains("MESSAGES 1"), "{r}");
 
     assert!(c.imap("r", "CREATE Archivio/2025").await.contains("r OK"));
     assert!(c.imap("r", "RENAME Archivio Vecchio").await.contains("r OK"));

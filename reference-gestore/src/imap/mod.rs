@@ -455,7 +455,11 @@ impl Session {
             buf.resize(at + n, 0);
             self.io.read_exact(&mut buf[at..]).await?;
         }
-        while buf.last().is_some_and(|&c| c == b'\n' || c == b'\r') {
+        // Only the final line ending goes: a literal may itself end with CRLF.
+        if buf.ends_with(b"\n") {
+            buf.pop();
+        }
+        if buf.ends_with(b"\r") {
             buf.pop();
         }
         Ok(Some(buf))
