@@ -1,4 +1,117 @@
+//! `pec-conformance`: offline verification of PEC messages (`verify`); the scenario runner comes later.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use pec_conformance::checks::{VerifyConfig, load_trust, verify_bytes};
+use pec_conformance::report::{FileReport, RunReport};
+use std::io::Read;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "pec-conformance",
+    version,
+    about = "PEC (Posta Elettronica Certificata) conformance tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verify PEC messages offline: signature, daticert.xml, headers and MIME layout.
+    Verify {
+        /// Trust anchors: a PEM bundle or a folder of PEM files (without it signature.chain is skipped).
+        #[arg(long, value_name = "PEM|DIR")]
+        trust: Option<PathBuf>,
+        /// Check chain and validity at this time (RFC 3339), e.g. the message's own date.
+        #[arg(long, value_name = "RFC3339")]
+        at: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// Messages to verify (`-` = standard input).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Human,
+    Json,
+}
+
 fn main() {
-    eprintln!("pec-conformance: not yet implemented");
+    let cli = Cli::parse();
+    let Command::Verify {
+        trust,
+        at,
+        format,
+        files,
+    } = cli.command;
+    let mut cfg = VerifyConfig::default();
+    if let Some(p) = trust {
+        match load_trust(&p) {
+            Ok(t) => cfg.trust = Some(t),
+            Err(e) => fail_usage(&e),
+        }
+    }
+    if let Some(a) = at {
+        match chrono::DateTime::parse_from_rfc3339(a.trim()) {
+            Ok(t) => cfg.at = Some(t.with_timezone(&chrono::Utc)),
+            Err(e) => fail_usage(&format!("--at {a}: not an RFC 3339 time: {e}")),
+        }
+    }
+    let reports: Vec<FileReport> = files.iter().map(|f| verify_file(f, &cfg)).collect();
+    let run = RunReport::new(reports);
+    match format {
+        Format::Human => print!("{}", run.to_human()),
+        Format::Json => println!("{}", run.to_json()),
+    }
+    for f in &run.files {
+        if let Some(e) = &f.error {
+            eprintln!("pec-conformance: {e}");
+        }
+    }
+    std::process::exit(run.exit_code());
+}
+
+fn fail_usage(msg: &str) -> ! {
+    eprintln!("pec-conformance: {msg}");
     std::process::exit(2);
+}
+
+fn verify_file(file: &str, cfg: &VerifyConfig) -> FileReport {
+    let raw = if file == "-" {
+        let mut buf = Vec::new();
+        match std::io::stdin().read_to_end(&mut buf) {
+            Ok(_) => buf,
+            Err(e) => {
+                return FileReport::unusable(file, format!("-: cannot read standard input: {e}"));
+            }
+        }
+    } else {
+        match std::fs::read(file) {
+            Ok(b) => b,
+            Err(e) => return FileReport::unusable(file, format!("{file}: cannot read: {e}")),
+        }
+    };
+    // A bug in a library must not take the other files down: report it as unusable input.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        verify_bytes(file, &raw, cfg)
+    })) {
+        Ok(r) => r,
+        Err(p) => {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            FileReport::unusable(
+                file,
+                format!("{file}: internal error (a bug) while verifying: {what}"),
+            )
+        }
+    }
 }
