@@ -5,7 +5,6 @@
 
 use crate::access::{self, AccessConfig};
 use crate::access_point::{self, Submitted};
-use crate::{imap, pop3};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::gestore::Gestore;
@@ -16,6 +15,7 @@ use crate::smtp::server::{self, Handler, Mode, SessionConfig, SessionInfo};
 use crate::store::Store;
 use crate::tls;
 use crate::worker;
+use crate::{imap, pop3};
 use anyhow::Context;
 use serde::Serialize;
 use std::net::SocketAddr;

@@ -2,12 +2,12 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use reference_gestore::clock::{Clock, SystemClock};
 use reference_gestore::admin::{self, MailboxOp};
+use reference_gestore::clock::{Clock, SystemClock};
 use reference_gestore::config::{ByteSize, Config};
-use reference_gestore::store::SqliteStore;
 use reference_gestore::dev;
 use reference_gestore::instance::Instance;
+use reference_gestore::store::SqliteStore;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;

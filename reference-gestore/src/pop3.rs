@@ -167,10 +167,14 @@ impl Session {
                 }
                 _ => "-ERR USER needs a name\r\n".into(),
             },
-            ("PASS", false) if !self.tls => "-ERR [SYS/PERM] PASS is only allowed over TLS\r\n".into(),
+            ("PASS", false) if !self.tls => {
+                "-ERR [SYS/PERM] PASS is only allowed over TLS\r\n".into()
+            }
             ("PASS", false) => self.pass(arg).await,
             ("STAT", true) => {
-                let (n, size) = self.live().fold((0, 0), |(n, s), (_, m)| (n + 1, s + m.size));
+                let (n, size) = self
+                    .live()
+                    .fold((0, 0), |(n, s), (_, m)| (n + 1, s + m.size));
                 format!("+OK {n} {size}\r\n")
             }
             ("LIST", true) | ("UIDL", true) => {
@@ -312,7 +316,10 @@ mod tests {
             multiline(raw, None),
             b"Subject: x\r\n\r\n..hidden\r\nline2\r\nline3\r\n.\r\n"
         );
-        assert_eq!(multiline(raw, Some(1)), b"Subject: x\r\n\r\n..hidden\r\n.\r\n");
+        assert_eq!(
+            multiline(raw, Some(1)),
+            b"Subject: x\r\n\r\n..hidden\r\n.\r\n"
+        );
         assert_eq!(multiline(raw, Some(0)), b"Subject: x\r\n\r\n.\r\n");
     }
 }

@@ -305,8 +305,7 @@ pub trait Store: Send + Sync {
     async fn delete_folder(&self, mailbox: &str, name: &str) -> Result<bool, StoreError>;
     /// Renames a folder with its messages (and its subfolders `from/...`); `false` if `from` is
     /// missing or `to` exists.
-    async fn rename_folder(&self, mailbox: &str, from: &str, to: &str)
-    -> Result<bool, StoreError>;
+    async fn rename_folder(&self, mailbox: &str, from: &str, to: &str) -> Result<bool, StoreError>;
     /// The messages of a folder without their bodies, in UID order.
     async fn messages(&self, mailbox: &str, folder: &str) -> Result<Vec<MessageMeta>, StoreError>;
     /// The whole text of one message.
@@ -1092,12 +1091,7 @@ impl Store for SqliteStore {
         Ok(r.rows_affected() == 1)
     }
 
-    async fn rename_folder(
-        &self,
-        mailbox: &str,
-        from: &str,
-        to: &str,
-    ) -> Result<bool, StoreError> {
+    async fn rename_folder(&self, mailbox: &str, from: &str, to: &str) -> Result<bool, StoreError> {
         let (from, to) = (canonical_folder(from), canonical_folder(to));
         let mut tx = self.pool.begin().await.map_err(db("begin"))?;
         let names: Vec<String> = sqlx::query("SELECT name FROM folders WHERE mailbox = ?")

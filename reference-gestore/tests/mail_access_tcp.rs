@@ -26,7 +26,9 @@ struct Server {
 
 async fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("gestore.db")).await.unwrap();
+    let store = SqliteStore::open(&dir.path().join("gestore.db"))
+        .await
+        .unwrap();
     let f = fixture_with(store.clone()).await;
     std::fs::write(dir.path().join("ca.pem"), &f.pki.ca_pem).unwrap();
     let (stop, rx) = watch::channel(false);
@@ -224,10 +226,26 @@ async fn fetchmail_fetches_over_imaps_and_pop3s_with_the_test_ca() {
     let bob = std::fs::read_to_string(&bob_box).unwrap();
     assert!(bob.contains("solo per bob"), "{bob}");
     let alice = std::fs::read_to_string(&alice_box).unwrap();
-    assert!(alice.contains("Testo del contratto") && alice.contains("In allegato"), "{alice}");
+    assert!(
+        alice.contains("Testo del contratto") && alice.contains("In allegato"),
+        "{alice}"
+    );
     // Over IMAP fetchmail deleted Bob's message; over POP3 with `keep` Alice keeps hers.
-    assert!(s.store.messages("bob@pec.a.test", "INBOX").await.unwrap().is_empty());
-    assert_eq!(s.store.messages("alice@pec.a.test", "INBOX").await.unwrap().len(), 2);
+    assert!(
+        s.store
+            .messages("bob@pec.a.test", "INBOX")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.store
+            .messages("alice@pec.a.test", "INBOX")
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 fn admin(config: &Path, args: &[&str]) -> (bool, String) {
@@ -280,7 +298,17 @@ async fn admin_creates_disables_enables_and_deletes_mailboxes_under_a_running_se
         ),
     )
     .unwrap();
-    let (ok, out) = admin(&config, &["create", "dario@pec.a.test", "--password", "pw-dario", "--quota", "10MiB"]);
+    let (ok, out) = admin(
+        &config,
+        &[
+            "create",
+            "dario@pec.a.test",
+            "--password",
+            "pw-dario",
+            "--quota",
+            "10MiB",
+        ],
+    );
     assert!(ok, "{out}");
     let acc = s.store.account("dario@pec.a.test").await.unwrap().unwrap();
     assert_eq!(acc.quota, 10 * 1024 * 1024);
@@ -288,22 +316,57 @@ async fn admin_creates_disables_enables_and_deletes_mailboxes_under_a_running_se
     let (ok, out) = admin(&config, &["create", "dario@pec.a.test", "--password", "x"]);
     assert!(!ok && out.contains("already exists"), "{out}");
     let (ok, out) = admin(&config, &["create", "eve@other.test", "--password", "x"]);
-    assert!(!ok && out.contains("not a domain of this provider"), "{out}");
+    assert!(
+        !ok && out.contains("not a domain of this provider"),
+        "{out}"
+    );
 
     assert!(admin(&config, &["disable", "dario@pec.a.test"]).0);
     assert!(python(PY_LOGIN, &s).await.starts_with("refused"));
     assert!(admin(&config, &["enable", "dario@pec.a.test"]).0);
-    assert!(admin(&config, &["password", "dario@pec.a.test", "--password", "nuova"]).0);
+    assert!(
+        admin(
+            &config,
+            &["password", "dario@pec.a.test", "--password", "nuova"]
+        )
+        .0
+    );
     assert!(python(PY_LOGIN, &s).await.starts_with("refused"));
-    assert!(admin(&config, &["password", "dario@pec.a.test", "--password", "pw-dario"]).0);
+    assert!(
+        admin(
+            &config,
+            &["password", "dario@pec.a.test", "--password", "pw-dario"]
+        )
+        .0
+    );
     assert_eq!(python(PY_LOGIN, &s).await.trim(), "welcome");
     assert!(admin(&config, &["quota", "dario@pec.a.test", "1GB"]).0);
-    assert_eq!(s.store.account("dario@pec.a.test").await.unwrap().unwrap().quota, 1_000_000_000);
+    assert_eq!(
+        s.store
+            .account("dario@pec.a.test")
+            .await
+            .unwrap()
+            .unwrap()
+            .quota,
+        1_000_000_000
+    );
 
     assert!(admin(&config, &["delete", "dario@pec.a.test"]).0);
     assert!(s.store.account("dario@pec.a.test").await.unwrap().is_none());
-    assert!(s.store.messages("dario@pec.a.test", "INBOX").await.unwrap().is_empty());
-    assert!(s.store.folders("dario@pec.a.test").await.unwrap().is_empty());
+    assert!(
+        s.store
+            .messages("dario@pec.a.test", "INBOX")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.store
+            .folders("dario@pec.a.test")
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let (ok, out) = admin(&config, &["delete", "dario@pec.a.test"]);
     assert!(!ok && out.contains("no mailbox"), "{out}");
 }

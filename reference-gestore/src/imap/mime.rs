@@ -329,10 +329,11 @@ impl Section {
                 break;
             }
             if !line.starts_with(b" ") && !line.starts_with(b"\t") {
-                let name = line
-                    .iter()
-                    .position(|&c| c == b':')
-                    .map(|p| String::from_utf8_lossy(&line[..p]).trim().to_ascii_uppercase());
+                let name = line.iter().position(|&c| c == b':').map(|p| {
+                    String::from_utf8_lossy(&line[..p])
+                        .trim()
+                        .to_ascii_uppercase()
+                });
                 keep = name.is_some_and(|n| self.fields.contains(&n) != not);
             }
             if keep {
@@ -553,11 +554,15 @@ mod tests {
         envelope(&mut e, &root);
         let e = String::from_utf8(e).unwrap();
         assert!(e.starts_with("(NIL \"Prova\" ((\"Alice A\" NIL \"alice\" \"pec.a.test\"))"));
-        assert!(e.contains("((NIL NIL \"bob\" \"pec.b.test\")(\"Carol\" NIL \"carol\" \"x.test\"))"));
+        assert!(
+            e.contains("((NIL NIL \"bob\" \"pec.b.test\")(\"Carol\" NIL \"carol\" \"x.test\"))")
+        );
         let mut b = Vec::new();
         body_structure(&mut b, MSG, &root, false);
         let b = String::from_utf8(b).unwrap();
-        assert!(b.starts_with("((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"us-ascii\") NIL NIL \"7BIT\" 4 0)"));
+        assert!(
+            b.starts_with("((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"us-ascii\") NIL NIL \"7BIT\" 4 0)")
+        );
         assert!(b.ends_with(" \"MIXED\")"), "{b}");
     }
 

@@ -618,7 +618,9 @@ impl Session {
             return Ok(no("unsupported authentication mechanism"));
         }
         if !self.tls {
-            return Ok(no("[PRIVACYREQUIRED] authentication is only allowed over TLS"));
+            return Ok(no(
+                "[PRIVACYREQUIRED] authentication is only allowed over TLS",
+            ));
         }
         let data = match args.get(1).and_then(Tok::astring) {
             Some(d) => d,
@@ -653,7 +655,11 @@ impl Session {
         self.user.as_deref().unwrap_or("")
     }
 
-    async fn select(&mut self, args: &[Tok], read_only: bool) -> std::io::Result<Result<Done, Done>> {
+    async fn select(
+        &mut self,
+        args: &[Tok],
+        read_only: bool,
+    ) -> std::io::Result<Result<Done, Done>> {
         self.sel = None;
         let Some(name) = args.first().and_then(Tok::astring) else {
             return Ok(Err(bad("missing mailbox name")));
@@ -662,7 +668,11 @@ impl Session {
         let Ok(Some(f)) = self.store().folder(&me, &name).await else {
             return Ok(no("no such mailbox"));
         };
-        let msgs = self.store().messages(&me, &f.name).await.unwrap_or_default();
+        let msgs = self
+            .store()
+            .messages(&me, &f.name)
+            .await
+            .unwrap_or_default();
         let mut out = format!(
             "* FLAGS ({SYSTEM_FLAGS})\r\n* OK [PERMANENTFLAGS ({SYSTEM_FLAGS} \\*)] flags\r\n* {} EXISTS\r\n* 0 RECENT\r\n",
             msgs.len()
@@ -948,7 +958,11 @@ impl Session {
                 .filter(|m| m.flags.iter().any(|f| f == "\\Deleted"))
                 .map(|m| m.uid)
                 .collect();
-            if let Err(e) = self.store().delete_messages(self.me(), &sel.name, &uids).await {
+            if let Err(e) = self
+                .store()
+                .delete_messages(self.me(), &sel.name, &uids)
+                .await
+            {
                 return no(format!("[SERVERBUG] {e}"));
             }
         }
@@ -984,7 +998,11 @@ impl Session {
     /// The 0-based indexes of the selected messages a set names, by sequence number or by UID.
     fn resolve(&self, set: &str, uid: bool) -> Result<Vec<usize>, Done> {
         let set = SeqSet::parse(set).map_err(bad)?;
-        let msgs = &self.sel.as_ref().ok_or_else(|| bad("no mailbox selected"))?.msgs;
+        let msgs = &self
+            .sel
+            .as_ref()
+            .ok_or_else(|| bad("no mailbox selected"))?
+            .msgs;
         let max_uid = msgs.last().map_or(0, |m| m.uid as u32);
         Ok((0..msgs.len())
             .filter(|&i| {
@@ -1247,7 +1265,12 @@ impl Session {
             return Ok(Err(bad("no mailbox selected")));
         };
         let uids: Vec<i64> = idx.iter().map(|&i| sel.msgs[i].uid).collect();
-        match self.cfg.store.copy_messages(&me, &sel.name, &uids, &to).await {
+        match self
+            .cfg
+            .store
+            .copy_messages(&me, &sel.name, &uids, &to)
+            .await
+        {
             Ok(_) => Ok(ok("COPY completed")),
             Err(e) => Ok(no(format!("[SERVERBUG] {e}"))),
         }

@@ -17,7 +17,8 @@ pub use smtp_common::{TestPki, test_pki};
 
 pub const M1: &str = "From: Mario Rossi <mario@pec.b.test>\r\nTo: alice@pec.a.test\r\nSubject: Contratto\r\nDate: Mon, 1 Dec 2025 10:00:00 +0100\r\nMessage-ID: <m1@pec.b.test>\r\n\r\nTesto del contratto\r\n.riga con punto\r\n";
 pub const M2: &str = "From: luigi@pec.c.test\r\nTo: alice@pec.a.test\r\nSubject: Fattura\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"XX\"\r\n\r\n--XX\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nIn allegato la fattura.\r\n--XX\r\nContent-Type: application/pdf; name=\"f.pdf\"\r\nContent-Disposition: attachment; filename=\"f.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--XX--\r\n";
-pub const BOB1: &str = "From: alice@pec.a.test\r\nTo: bob@pec.a.test\r\nSubject: Per Bob\r\n\r\nsolo per bob\r\n";
+pub const BOB1: &str =
+    "From: alice@pec.a.test\r\nTo: bob@pec.a.test\r\nSubject: Per Bob\r\n\r\nsolo per bob\r\n";
 
 pub struct Fixture {
     pub store: SqliteStore,
