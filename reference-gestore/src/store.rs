@@ -1388,6 +1388,71 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn folders_keep_uids_unique_and_uidvalidity_fresh() {
+        let s = SqliteStore::memory().await.unwrap();
+        s.put_account(&Account {
+            address: "alice@a".into(),
+            password_hash: "h".into(),
+            quota: 100,
+            disabled: false,
+        })
+        .await
+        .unwrap();
+        let names = |v: Vec<FolderInfo>| v.into_iter().map(|f| f.name).collect::<Vec<_>>();
+        assert_eq!(names(s.folders("ALICE@a").await.unwrap()), ["INBOX", "Sent"]);
+        let changes = s.changes();
+        let mut b = Batch::new(t0());
+        for _ in 0..2 {
+            b.push(Op::Deliver {
+                mailbox: "alice@a".into(),
+                folder: "inbox".into(),
+                raw: b"Subject: x\r\n\r\nb\r\n".to_vec(),
+                kind: "ordinary".into(),
+                message_id: None,
+            });
+        }
+        s.commit(b).await.unwrap();
+        assert!(changes.has_changed().unwrap(), "a delivery wakes IDLE");
+        s.set_flags("alice@a", "INBOX", 2, &["\\Seen".into()])
+            .await
+            .unwrap();
+        let inbox = s.folder("alice@a", "Inbox").await.unwrap().unwrap();
+        assert_eq!((inbox.messages, inbox.unseen, inbox.uidnext), (2, 1, 3));
+        // RFC 3501 §2.3.1.1: an expunged UID is never given again.
+        assert_eq!(s.delete_messages("alice@a", "INBOX", &[2]).await.unwrap(), 1);
+        let uid = s
+            .append("alice@a", "INBOX", b"x", &[], t0())
+            .await
+            .unwrap();
+        assert_eq!(uid, 3);
+        assert!(s.create_folder("alice@a", "A").await.unwrap());
+        assert!(!s.create_folder("alice@a", "A").await.unwrap());
+        assert!(s.create_folder("alice@a", "A/B").await.unwrap());
+        assert_eq!(
+            s.copy_messages("alice@a", "INBOX", &[1, 3, 99], "A/B")
+                .await
+                .unwrap(),
+            vec![1, 2]
+        );
+        let v1 = s.folder("alice@a", "A").await.unwrap().unwrap().uidvalidity;
+        assert!(s.rename_folder("alice@a", "A", "C").await.unwrap());
+        assert!(!s.rename_folder("alice@a", "A", "D").await.unwrap());
+        assert_eq!(
+            names(s.folders("alice@a").await.unwrap()),
+            ["C", "C/B", "INBOX", "Sent"]
+        );
+        assert_eq!(s.messages("alice@a", "C/B").await.unwrap().len(), 2);
+        assert!(s.delete_folder("alice@a", "C").await.unwrap());
+        assert!(s.create_folder("alice@a", "C").await.unwrap());
+        let v2 = s.folder("alice@a", "C").await.unwrap().unwrap().uidvalidity;
+        assert!(v2 > v1, "a re-created folder gets a new UIDVALIDITY");
+        s.delete_mailbox("alice@a").await.unwrap();
+        assert!(s.account("alice@a").await.unwrap().is_none());
+        assert!(s.folders("alice@a").await.unwrap().is_empty());
+        assert!(s.messages("alice@a", "C/B").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn enqueue_is_idempotent_and_retry_moves_the_due_time() {
         let s = SqliteStore::memory().await.unwrap();
         for _ in 0..2 {
