@@ -217,7 +217,10 @@ impl Kind {
 
     /// Parses [`Kind::id`].
     pub fn from_id(id: &str) -> Option<Kind> {
-        Kind::ALL.iter().copied().find(|k| k.id().eq_ignore_ascii_case(id.trim()))
+        Kind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.id().eq_ignore_ascii_case(id.trim()))
     }
 
     /// The Italian name, as the rules and users say it.
@@ -264,7 +267,10 @@ impl Kind {
 
     /// Whether the kind carries `X-VerificaSicurezza: errore` (RFC 6109 §3.1.3, §3.2.4).
     pub fn verifica_sicurezza(self) -> bool {
-        matches!(self, Kind::NonAccettazioneVirus | Kind::MancataConsegnaVirus)
+        matches!(
+            self,
+            Kind::NonAccettazioneVirus | Kind::MancataConsegnaVirus
+        )
     }
 
     /// The daticert `tipo` of this kind; the anomaly envelope has no daticert (RFC 6109 §3.2.2).
@@ -381,16 +387,28 @@ mod tests {
     #[test]
     fn headers_that_name_no_kind_or_two_kinds_are_refused() {
         assert_eq!(Kind::from_headers(None, None, None), None);
-        assert_eq!(Kind::from_headers(Some("posta-certificata"), Some("accettazione"), None), None);
-        assert_eq!(Kind::from_headers(None, Some("posta-certificata"), None), None);
+        assert_eq!(
+            Kind::from_headers(Some("posta-certificata"), Some("accettazione"), None),
+            None
+        );
+        assert_eq!(
+            Kind::from_headers(None, Some("posta-certificata"), None),
+            None
+        );
         assert_eq!(Kind::from_headers(Some("bogus"), None, None), None);
     }
 
     #[test]
     fn enum_values_parse_case_insensitively_and_reject_unknown() {
-        assert_eq!(" Completa ".parse::<TipoRicevuta>(), Ok(TipoRicevuta::Completa));
+        assert_eq!(
+            " Completa ".parse::<TipoRicevuta>(),
+            Ok(TipoRicevuta::Completa)
+        );
         assert_eq!("no-dest".parse::<Errore>(), Ok(Errore::NoDest));
         let e = "sometimes".parse::<TipoRicevuta>().unwrap_err();
-        assert_eq!(e.to_string(), "`sometimes` is not a valid TipoRicevuta value");
+        assert_eq!(
+            e.to_string(),
+            "`sometimes` is not a valid TipoRicevuta value"
+        );
     }
 }

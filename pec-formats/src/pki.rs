@@ -263,14 +263,6 @@ impl TestCa {
         Ok((key, b.build()))
     }
 
-    /// Issues a TLS server certificate (SAN DNS names and IP addresses from `names`), RSA 2048.
-    pub fn issue_tls_server(
-        &self,
-        _names: &[&str],
-    ) -> Result<(PKey<Private>, X509), crate::smime::SmimeError> {
-        todo!()
-    }
-
     /// Writes `ca.key` and `ca.pem` into `dir`.
     pub fn write_to(&self, dir: &Path) -> Result<(), SmimeError> {
         write_file(dir, "ca.key", &self.key.private_key_to_pem_pkcs8()?, true)?;

@@ -170,6 +170,9 @@ pub struct Profile {
     pub ordinary_mail: OrdinaryMail,
     /// The human-readable part of receipts: `plain` or `alternative` (text + HTML).
     pub text_form: String,
+    /// The S/MIME spelling: `rfc5751` (`application/pkcs7-signature`, `micalg="sha-256"`) or
+    /// `legacy` (`application/x-pkcs7-signature`, as Aruba and Namirial send): digest §4.1.
+    pub signature_style: String,
     /// Enable the reserved local parts that trigger the hard paths on demand (README).
     pub test_addresses: bool,
 }
@@ -186,6 +189,7 @@ impl Default for Profile {
             mailbox_quota: ByteSize(100 * 1024 * 1024),
             ordinary_mail: OrdinaryMail::Anomaly,
             text_form: "plain".into(),
+            signature_style: "rfc5751".into(),
             test_addresses: false,
         }
     }
@@ -357,6 +361,12 @@ impl Config {
             return Err(format!(
                 "profile.text_form: `{}` (expected plain or alternative)",
                 self.profile.text_form
+            ));
+        }
+        if !matches!(self.profile.signature_style.as_str(), "rfc5751" | "legacy") {
+            return Err(format!(
+                "profile.signature_style: `{}` (expected rfc5751 or legacy)",
+                self.profile.signature_style
             ));
         }
         if self.timeouts.finale < self.timeouts.preavviso {

@@ -12,7 +12,7 @@ use openssl::pkey::PKey;
 use openssl::x509::X509;
 use pec_formats::build::{BuildOptions, Provider, TextForm};
 use pec_formats::directory::Directory;
-use pec_formats::smime::{DigestAlg, Signer, TrustStore};
+use pec_formats::smime::{DigestAlg, SignatureStyle, Signer, TrustStore};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -123,6 +123,11 @@ impl Gestore {
                 TextForm::Alternative
             } else {
                 TextForm::Plain
+            },
+            signature_style: if self.config.profile.signature_style == "legacy" {
+                SignatureStyle::Legacy
+            } else {
+                SignatureStyle::Rfc5751
             },
         };
         p
