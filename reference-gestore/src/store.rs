@@ -1399,7 +1399,10 @@ mod tests {
         .await
         .unwrap();
         let names = |v: Vec<FolderInfo>| v.into_iter().map(|f| f.name).collect::<Vec<_>>();
-        assert_eq!(names(s.folders("ALICE@a").await.unwrap()), ["INBOX", "Sent"]);
+        assert_eq!(
+            names(s.folders("ALICE@a").await.unwrap()),
+            ["INBOX", "Sent"]
+        );
         let changes = s.changes();
         let mut b = Batch::new(t0());
         for _ in 0..2 {
@@ -1419,11 +1422,11 @@ mod tests {
         let inbox = s.folder("alice@a", "Inbox").await.unwrap().unwrap();
         assert_eq!((inbox.messages, inbox.unseen, inbox.uidnext), (2, 1, 3));
         // RFC 3501 §2.3.1.1: an expunged UID is never given again.
-        assert_eq!(s.delete_messages("alice@a", "INBOX", &[2]).await.unwrap(), 1);
-        let uid = s
-            .append("alice@a", "INBOX", b"x", &[], t0())
-            .await
-            .unwrap();
+        assert_eq!(
+            s.delete_messages("alice@a", "INBOX", &[2]).await.unwrap(),
+            1
+        );
+        let uid = s.append("alice@a", "INBOX", b"x", &[], t0()).await.unwrap();
         assert_eq!(uid, 3);
         assert!(s.create_folder("alice@a", "A").await.unwrap());
         assert!(!s.create_folder("alice@a", "A").await.unwrap());

@@ -370,3 +370,76 @@ async fn admin_creates_disables_enables_and_deletes_mailboxes_under_a_running_se
     let (ok, out) = admin(&config, &["delete", "dario@pec.a.test"]);
     assert!(!ok && out.contains("no mailbox"), "{out}");
 }
+
+mod common;
+
+const PY_DEV: &str = r#"
+import imaplib, poplib, ssl, sys, json
+state = json.load(open(sys.argv[1]))
+inst = state['instances'][0]
+ctx = ssl.create_default_context(cafile=state['ca'])
+port = lambda k: int(inst[k].rsplit(':', 1)[1])
+bob = inst['users'][1]
+M = imaplib.IMAP4_SSL('127.0.0.1', port('imap_tls'), ssl_context=ctx)
+M.login(bob['address'], bob['password'])
+M.select('INBOX')
+typ, data = M.search(None, 'HEADER', 'X-Trasporto', 'posta-certificata')
+assert typ == 'OK' and len(data[0].split()) == 1, data
+typ, data = M.fetch(data[0], '(BODYSTRUCTURE ENVELOPE)')
+assert b'"SIGNED"' in data[0] and b'POSTA CERTIFICATA: prova imap' in data[0], data
+M.logout()
+M = imaplib.IMAP4('127.0.0.1', port('imap_starttls'))
+M.starttls(ssl_context=ctx)
+M.login(bob['address'], bob['password'])
+assert M.select('INBOX')[0] == 'OK'
+M.logout()
+P = poplib.POP3('127.0.0.1', port('pop3_starttls'))
+P.stls(context=ctx)
+P.user(bob['address']); P.pass_(bob['password'])
+assert P.stat()[0] == 1
+P.quit()
+P = poplib.POP3_SSL('127.0.0.1', port('pop3_tls'), context=ctx)
+P.user(bob['address']); P.pass_(bob['password'])
+resp, lines, _ = P.retr(1)
+assert b'Content-Type: application/x-pkcs7-signature; name="smime.p7s"' in lines or any(b'smime.p7s' in l for l in lines), lines[:20]
+P.quit()
+print('dev ok')
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pec_gestore_dev_serves_imap_and_pop3_on_the_ports_of_dev_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dev = common::start_dev(tmp.path(), 1, &[]);
+    let a = &dev.state.instances[0];
+    for p in [a.imap_tls, a.imap_starttls, a.pop3_tls, a.pop3_starttls] {
+        assert!(p.is_some(), "dev.json lists every mailbox access port");
+    }
+    let (alice, bob) = (&a.users[0], &a.users[1]);
+    let msg = format!(
+        "From: {}\nTo: {}\nSubject: prova imap\nMessage-ID: <imap-dev@{}>\n\ncorpo\n",
+        alice.address, bob.address, a.domain
+    );
+    common::python_submit(
+        a.submission_tls.port(),
+        &dev.state.ca,
+        &alice.address,
+        &alice.password,
+        &[&bob.address],
+        &msg,
+    );
+    let db = tmp.path().join("gestore-a/gestore.db");
+    common::wait_for(&db, &bob.address, &["posta-certificata"]).await;
+    let out = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(PY_DEV)
+        .arg(tmp.path().join("dev.json"))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
