@@ -583,4 +583,38 @@ mod tests {
             }
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn random_messages_and_sections_never_panic(
+            raw in proptest::collection::vec(proptest::sample::select(
+                b"ab:;=\"\r\n -/<>@,".to_vec()), 0..300),
+            boundary in proptest::bool::ANY,
+        ) {
+            let mut m = if boundary {
+                b"Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\n".to_vec()
+            } else {
+                Vec::new()
+            };
+            m.extend(raw);
+            let root = Part::parse(&m, 0, m.len(), 0);
+            let mut out = Vec::new();
+            body_structure(&mut out, &m, &root, true);
+            envelope(&mut out, &root);
+            for s in ["1", "1.1", "2.MIME", "HEADER.FIELDS (A B)", "TEXT"] {
+                Section::parse(s).unwrap().extract(&m, &root);
+            }
+        }
+
+        #[test]
+        fn random_commands_never_panic(line in proptest::collection::vec(
+            proptest::sample::select(b"a1 ({}[]<>\"\\*:,.+ \r\nBODY0123".to_vec()), 0..120)) {
+            let _ = super::super::parse::tokenize(&line);
+            let _ = super::super::parse::literal_suffix(&line);
+            if let Ok(s) = std::str::from_utf8(&line) {
+                let _ = Section::parse(s);
+                let _ = super::super::parse::SeqSet::parse(s);
+            }
+        }
+    }
 }
