@@ -78,6 +78,18 @@ pub struct Listeners {
     /// Inbound SMTP from other providers and the Internet; STARTTLS offered, plaintext accepted
     /// (RFC 6109 §5.3).
     pub inbound: Option<SocketAddr>,
+    /// IMAP with implicit TLS (RFC 8314, "imaps").
+    #[serde(default)]
+    pub imap_tls: Option<SocketAddr>,
+    /// IMAP with STARTTLS (RFC 3501 §6.2.1).
+    #[serde(default)]
+    pub imap_starttls: Option<SocketAddr>,
+    /// POP3 with implicit TLS (RFC 8314, "pop3s").
+    #[serde(default)]
+    pub pop3_tls: Option<SocketAddr>,
+    /// POP3 with STLS (RFC 2595 §4).
+    #[serde(default)]
+    pub pop3_starttls: Option<SocketAddr>,
 }
 
 /// TLS material.
@@ -256,9 +268,10 @@ fn number_with_unit(s: &str, units: &[(&str, u64)]) -> Result<u64, String> {
         })
 }
 
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = StringOrNumber::deserialize(d)?.0;
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+    /// `30MB`, `100MiB`, `512KiB` or a plain number of bytes.
+    fn from_str(s: &str) -> Result<Self, String> {
         const UNITS: &[(&str, u64)] = &[
             ("B", 1),
             ("KB", 1000),
@@ -268,9 +281,14 @@ impl<'de> Deserialize<'de> for ByteSize {
             ("MiB", 1024 * 1024),
             ("GiB", 1024 * 1024 * 1024),
         ];
-        number_with_unit(&s, UNITS)
-            .map(ByteSize)
-            .map_err(serde::de::Error::custom)
+        number_with_unit(s, UNITS).map(ByteSize)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = StringOrNumber::deserialize(d)?.0;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 

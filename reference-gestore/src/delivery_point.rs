@@ -13,14 +13,19 @@ use pec_formats::kind::{Errore, Kind};
 pub const TEST_FULL: &str = "test-casella-piena";
 /// A mailbox that never exists.
 pub const TEST_UNKNOWN: &str = "test-inesistente";
+/// A recipient whose provider finds a virus in every envelope addressed to it (the reception
+/// point's virus path, RFC 6109 §3.2.3, without a sender provider that misses the virus).
+pub const TEST_VIRUS: &str = "test-virus";
 
 /// Why a recipient cannot be delivered to, with the `errore` and `errore-esteso` of the notice.
 async fn refusal(g: &Gestore, rcpt: &str, size: usize) -> anyhow::Result<Option<(Errore, String)>> {
     let name = &g.config.provider.name;
     let test = g.config.profile.test_addresses;
+    let full_test = test && local_part(rcpt).eq_ignore_ascii_case(TEST_FULL);
     let account = g.store.account(rcpt).await?;
-    let unknown = account.as_ref().is_none_or(|a| a.disabled)
-        || (test && local_part(rcpt).eq_ignore_ascii_case(TEST_UNKNOWN));
+    let unknown = !full_test
+        && (account.as_ref().is_none_or(|a| a.disabled)
+            || (test && local_part(rcpt).eq_ignore_ascii_case(TEST_UNKNOWN)));
     if unknown {
         // RFC 6109 §3.3.3: errore no-dest for a mailbox that does not exist. (Aruba sends `altro`
         // with the same text; consumers key on tipo: digest §5.10.)
@@ -29,10 +34,11 @@ async fn refusal(g: &Gestore, rcpt: &str, size: usize) -> anyhow::Result<Option<
             format!("5.1.1 - {name} - indirizzo non valido"),
         )));
     }
-    let account = account.expect("checked above");
-    let used = g.store.mailbox_size(rcpt).await?;
-    let full = used + size as i64 > account.quota
-        || (test && local_part(rcpt).eq_ignore_ascii_case(TEST_FULL));
+    let full = full_test
+        || match &account {
+            Some(a) => g.store.mailbox_size(rcpt).await? + size as i64 > a.quota,
+            None => false,
+        };
     if full {
         // RFC 6109 §3.3.3: a full mailbox is a delivery error; `altro` with the SMTP-style code.
         return Ok(Some((

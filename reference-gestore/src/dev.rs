@@ -32,6 +32,18 @@ pub struct DevInstance {
     pub submission_starttls: SocketAddr,
     /// Inbound SMTP from other providers.
     pub inbound: SocketAddr,
+    /// IMAP with implicit TLS (absent in a dev.json written before IMAP existed).
+    #[serde(default)]
+    pub imap_tls: Option<SocketAddr>,
+    /// IMAP with STARTTLS.
+    #[serde(default)]
+    pub imap_starttls: Option<SocketAddr>,
+    /// POP3 with implicit TLS.
+    #[serde(default)]
+    pub pop3_tls: Option<SocketAddr>,
+    /// POP3 with STLS.
+    #[serde(default)]
+    pub pop3_starttls: Option<SocketAddr>,
     /// The service address (From of notices) and receipt mailbox.
     pub service_address: String,
     /// The mailboxes and their password.
@@ -84,7 +96,8 @@ pub fn prepare(dir: &Path, n: usize, test_addresses: bool) -> anyhow::Result<Dev
     if json.exists() {
         let state: DevState = serde_json::from_slice(&std::fs::read(&json)?)
             .with_context(|| format!("reading {}", json.display()))?;
-        if state.instances.len() == n {
+        // Reused only when it has every listener this version writes (IMAP/POP3 came later).
+        if state.instances.len() == n && state.instances.iter().all(|i| i.imap_tls.is_some()) {
             return Ok(state);
         }
     }
@@ -118,6 +131,10 @@ pub fn prepare(dir: &Path, n: usize, test_addresses: bool) -> anyhow::Result<Dev
             submission_tls: free_port()?,
             submission_starttls: free_port()?,
             inbound: free_port()?,
+            imap_tls: Some(free_port()?),
+            imap_starttls: Some(free_port()?),
+            pop3_tls: Some(free_port()?),
+            pop3_starttls: Some(free_port()?),
             service_address: service,
             users: DEV_USERS
                 .iter()
@@ -150,6 +167,7 @@ pub fn prepare(dir: &Path, n: usize, test_addresses: bool) -> anyhow::Result<Dev
             "# Written by `pec-gestore dev`.\n\
              provider:\n  name: {name}\n  domains: [{domain}]\n  service_address: {svc}\n  mail_receipt: {svc}\n\
              listeners:\n  submission_tls: {stls}\n  submission_starttls: {sst}\n  inbound: {inb}\n\
+             \x20 imap_tls: {itls}\n  imap_starttls: {ist}\n  pop3_tls: {ptls}\n  pop3_starttls: {pst}\n\
              tls: {{ cert: tls.pem, key: tls.key }}\n\
              signing: {{ cert: signer.pem, key: signer.key }}\n\
              directory: ../directory.ldif\n\
@@ -164,6 +182,10 @@ pub fn prepare(dir: &Path, n: usize, test_addresses: bool) -> anyhow::Result<Dev
             stls = inst.submission_tls,
             sst = inst.submission_starttls,
             inb = inst.inbound,
+            itls = opt(inst.imap_tls),
+            ist = opt(inst.imap_starttls),
+            ptls = opt(inst.pop3_tls),
+            pst = opt(inst.pop3_starttls),
             routes = if routes.is_empty() {
                 "  {}\n".to_string()
             } else {
@@ -181,6 +203,10 @@ pub fn prepare(dir: &Path, n: usize, test_addresses: bool) -> anyhow::Result<Dev
     };
     write(&json, &serde_json::to_vec_pretty(&state)?)?;
     Ok(state)
+}
+
+fn opt(a: Option<SocketAddr>) -> String {
+    a.map_or_else(|| "null".into(), |a| a.to_string())
 }
 
 /// The directory entry of a provider (RFC 6109 §4.5).
@@ -213,12 +239,16 @@ pub fn describe(state: &DevState) -> String {
     );
     for i in &state.instances {
         s += &format!(
-            "\n{} ({})\n  submission (implicit TLS): {}\n  submission (STARTTLS):     {}\n  inbound SMTP:              {}\n  users: {}  password: {}\n",
+            "\n{} ({})\n  submission (implicit TLS): {}\n  submission (STARTTLS):     {}\n  inbound SMTP:              {}\n  IMAP (implicit TLS):       {}\n  IMAP (STARTTLS):           {}\n  POP3 (implicit TLS):       {}\n  POP3 (STLS):               {}\n  users: {}  password: {}\n",
             i.name,
             i.domain,
             i.submission_tls,
             i.submission_starttls,
             i.inbound,
+            opt(i.imap_tls),
+            opt(i.imap_starttls),
+            opt(i.pop3_tls),
+            opt(i.pop3_starttls),
             i.users
                 .iter()
                 .map(|u| u.address.as_str())

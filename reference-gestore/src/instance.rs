@@ -3,6 +3,7 @@
 //! code serves `pec-gestore serve`, `pec-gestore dev` and Rust tests that embed a provider
 //! (`Instance::start` on `127.0.0.1:0` ports, then read `endpoints`).
 
+use crate::access::{self, AccessConfig};
 use crate::access_point::{self, Submitted};
 use crate::clock::Clock;
 use crate::config::Config;
@@ -14,6 +15,7 @@ use crate::smtp::server::{self, Handler, Mode, SessionConfig, SessionInfo};
 use crate::store::Store;
 use crate::tls;
 use crate::worker;
+use crate::{imap, pop3};
 use anyhow::Context;
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -31,6 +33,14 @@ pub struct Endpoints {
     pub submission_starttls: Option<SocketAddr>,
     /// Inbound SMTP.
     pub inbound: Option<SocketAddr>,
+    /// IMAP with implicit TLS.
+    pub imap_tls: Option<SocketAddr>,
+    /// IMAP with STARTTLS.
+    pub imap_starttls: Option<SocketAddr>,
+    /// POP3 with implicit TLS.
+    pub pop3_tls: Option<SocketAddr>,
+    /// POP3 with STLS.
+    pub pop3_starttls: Option<SocketAddr>,
 }
 
 /// A provider running inside this process.
@@ -156,6 +166,10 @@ impl Instance {
             submission_tls: None,
             submission_starttls: None,
             inbound: None,
+            imap_tls: None,
+            imap_starttls: None,
+            pop3_tls: None,
+            pop3_starttls: None,
         };
         let profile = &g.config.profile;
         let session = |mode: Mode, implicit: bool| {
@@ -207,6 +221,34 @@ impl Instance {
                     });
                 }
             }
+        }
+        // Mailbox access (IMAP, POP3): RFC 6109 §5.3, TLS for the user's connection.
+        let access_cfg = Arc::new(AccessConfig {
+            store: g.store.clone(),
+            tls: Some(tls.clone()),
+            hostname: hostname.clone(),
+        });
+        for (addr, imap, implicit, slot) in [
+            (l.imap_tls, true, true, &mut endpoints.imap_tls),
+            (l.imap_starttls, true, false, &mut endpoints.imap_starttls),
+            (l.pop3_tls, false, true, &mut endpoints.pop3_tls),
+            (l.pop3_starttls, false, false, &mut endpoints.pop3_starttls),
+        ] {
+            let Some(listener) = bind(addr).await? else {
+                continue;
+            };
+            *slot = Some(listener.local_addr()?);
+            let (cfg, rx) = (access_cfg.clone(), rx.clone());
+            tasks.spawn(async move {
+                let r = if imap {
+                    access::serve(listener, cfg, implicit, rx, imap::session).await
+                } else {
+                    access::serve(listener, cfg, implicit, rx, pop3::session).await
+                };
+                if let Err(e) = r {
+                    tracing::error!("mailbox access listener: {e}");
+                }
+            });
         }
         tasks.spawn(worker::run(g.clone(), rx));
         Ok(Instance {

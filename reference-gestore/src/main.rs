@@ -2,10 +2,12 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use reference_gestore::admin::{self, MailboxOp};
 use reference_gestore::clock::{Clock, SystemClock};
-use reference_gestore::config::Config;
+use reference_gestore::config::{ByteSize, Config};
 use reference_gestore::dev;
 use reference_gestore::instance::Instance;
+use reference_gestore::store::SqliteStore;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -41,6 +43,68 @@ enum Command {
         #[arg(long)]
         test_addresses: bool,
     },
+    /// Administers a provider's mailboxes (works on the store named in the config).
+    Admin {
+        /// The provider's config file.
+        #[arg(long)]
+        config: PathBuf,
+        #[command(subcommand)]
+        what: AdminWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminWhat {
+    /// Mailbox operations.
+    Mailbox {
+        #[command(subcommand)]
+        action: MailboxAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum MailboxAction {
+    /// Creates a mailbox and sends its holder a welcome message with the client settings.
+    Create {
+        /// The address.
+        address: String,
+        /// The password.
+        #[arg(long)]
+        password: String,
+        /// The quota (`100MiB`, `1GB`, bytes); the profile's default if absent.
+        #[arg(long)]
+        quota: Option<ByteSize>,
+    },
+    /// Deletes a mailbox and all its messages.
+    Delete {
+        /// The address.
+        address: String,
+    },
+    /// Disables a mailbox: it refuses login and delivery.
+    Disable {
+        /// The address.
+        address: String,
+    },
+    /// Enables a disabled mailbox.
+    Enable {
+        /// The address.
+        address: String,
+    },
+    /// Sets a mailbox's quota.
+    Quota {
+        /// The address.
+        address: String,
+        /// The quota (`100MiB`, `1GB`, bytes).
+        size: ByteSize,
+    },
+    /// Sets a mailbox's password.
+    Password {
+        /// The address.
+        address: String,
+        /// The new password.
+        #[arg(long)]
+        password: String,
+    },
 }
 
 async fn wait_for_ctrl_c() {
@@ -57,6 +121,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("{name}: {}", serde_json::to_string(&i.endpoints)?);
             wait_for_ctrl_c().await;
             i.stop().await;
+        }
+        Command::Admin {
+            config,
+            what: AdminWhat::Mailbox { action },
+        } => {
+            let c = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let store = SqliteStore::open(&c.store.sqlite)
+                .await
+                .with_context(|| format!("opening {}", c.store.sqlite.display()))?;
+            let op = match action {
+                MailboxAction::Create {
+                    address,
+                    password,
+                    quota,
+                } => MailboxOp::Create {
+                    address,
+                    password,
+                    quota: quota.map(|q| q.0),
+                },
+                MailboxAction::Delete { address } => MailboxOp::Delete { address },
+                MailboxAction::Disable { address } => MailboxOp::Disable { address },
+                MailboxAction::Enable { address } => MailboxOp::Enable { address },
+                MailboxAction::Quota { address, size } => MailboxOp::Quota {
+                    address,
+                    bytes: size.0,
+                },
+                MailboxAction::Password { address, password } => {
+                    MailboxOp::Password { address, password }
+                }
+            };
+            println!("{}", admin::run(&c, &store, op).await?);
         }
         Command::Dev {
             state,

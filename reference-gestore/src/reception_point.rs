@@ -7,7 +7,7 @@
 use crate::antivirus::Verdict;
 use crate::config::OrdinaryMail;
 use crate::delivery_point;
-use crate::gestore::Gestore;
+use crate::gestore::{Gestore, local_part};
 use crate::store::{Batch, CommitOutcome, LogRecord, Op, Store};
 use crate::timers::{RecipientState, phase_name};
 use anyhow::Context;
@@ -188,12 +188,21 @@ async fn envelope(
     let me = g.config.provider.name.clone();
     let from = g.config.provider.service_address.clone();
     let to = v.provider.mail_receipt.clone();
-    if let Verdict::Infected(name) = g
+    let mut verdict = g
         .antivirus
         .scan(raw)
         .await
-        .map_err(|e| anyhow::anyhow!("antivirus: {}", e.0))?
+        .map_err(|e| anyhow::anyhow!("antivirus: {}", e.0))?;
+    // The reserved test address makes this provider find a virus that the sender's provider
+    // missed (README, "Test addresses").
+    if g.config.profile.test_addresses
+        && rcpts
+            .iter()
+            .any(|r| local_part(r).eq_ignore_ascii_case(delivery_point::TEST_VIRUS))
     {
+        verdict = Verdict::Infected("Test.Virus.Ricezione".into());
+    }
+    if let Verdict::Infected(name) = verdict {
         // RFC 6109 §3.2.3: not delivered; one avviso di rilevazione virus per recipient to the
         // sending provider; the envelope goes to the virus store.
         let mut related = Vec::new();

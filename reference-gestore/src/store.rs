@@ -12,6 +12,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
+use tokio::sync::watch;
 
 /// A store error: says which operation failed and why.
 #[derive(Debug, thiserror::Error)]
@@ -290,6 +291,158 @@ pub trait Store: Send + Sync {
     async fn put_account(&self, account: &Account) -> Result<(), StoreError>;
     /// The account of a mailbox (case-insensitive address).
     async fn account(&self, address: &str) -> Result<Option<Account>, StoreError>;
+
+    // Mailbox access (IMAP, RFC 3501; POP3, RFC 1939). Folder names are compared exactly, except
+    // INBOX, which is case-insensitive (RFC 3501 §5.1).
+
+    /// The folders of a mailbox, by name. INBOX and Sent always exist once the account does.
+    async fn folders(&self, mailbox: &str) -> Result<Vec<FolderInfo>, StoreError>;
+    /// One folder, with its counts.
+    async fn folder(&self, mailbox: &str, name: &str) -> Result<Option<FolderInfo>, StoreError>;
+    /// Creates a folder; `false` if it already exists.
+    async fn create_folder(&self, mailbox: &str, name: &str) -> Result<bool, StoreError>;
+    /// Deletes a folder and its messages; `false` if it does not exist.
+    async fn delete_folder(&self, mailbox: &str, name: &str) -> Result<bool, StoreError>;
+    /// Renames a folder with its messages (and its subfolders `from/...`); `false` if `from` is
+    /// missing or `to` exists.
+    async fn rename_folder(&self, mailbox: &str, from: &str, to: &str) -> Result<bool, StoreError>;
+    /// The messages of a folder without their bodies, in UID order.
+    async fn messages(&self, mailbox: &str, folder: &str) -> Result<Vec<MessageMeta>, StoreError>;
+    /// The whole text of one message.
+    async fn message_raw(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        uid: i64,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Replaces the flags of one message.
+    async fn set_flags(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        uid: i64,
+        flags: &[String],
+    ) -> Result<(), StoreError>;
+    /// Removes messages for good (IMAP EXPUNGE, POP3 UPDATE state); returns how many.
+    async fn delete_messages(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        uids: &[i64],
+    ) -> Result<u64, StoreError>;
+    /// Copies messages (with flags and internal date) to another folder of the same mailbox;
+    /// returns the new UIDs in order. The target must exist.
+    async fn copy_messages(
+        &self,
+        mailbox: &str,
+        from: &str,
+        uids: &[i64],
+        to: &str,
+    ) -> Result<Vec<i64>, StoreError>;
+    /// Stores a message a client uploads (IMAP APPEND) into an existing folder; returns its UID.
+    async fn append(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        raw: &[u8],
+        flags: &[String],
+        internal_date: DateTime<Utc>,
+    ) -> Result<i64, StoreError>;
+    /// Removes an account with all its folders and messages.
+    async fn delete_mailbox(&self, address: &str) -> Result<(), StoreError>;
+    /// A receiver that changes whenever a mailbox's content changes (deliveries, appends, expunges,
+    /// flag changes): IMAP IDLE waits on it (RFC 2177).
+    fn changes(&self) -> watch::Receiver<u64>;
+}
+
+/// A mailbox folder and its counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderInfo {
+    /// The name (`INBOX`, `Sent`, `Archivio/2025`...).
+    pub name: String,
+    /// RFC 3501 §2.3.1.1 UIDVALIDITY.
+    pub uidvalidity: u32,
+    /// The UID the next message will get.
+    pub uidnext: i64,
+    /// How many messages.
+    pub messages: i64,
+    /// How many without `\Seen`.
+    pub unseen: i64,
+}
+
+/// A message of a folder without its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageMeta {
+    /// Its UID.
+    pub uid: i64,
+    /// Its flags (`\Seen`, `\Deleted`, keywords...).
+    pub flags: Vec<String>,
+    /// Its size in bytes.
+    pub size: i64,
+    /// When it was stored (IMAP INTERNALDATE).
+    pub internal_date: DateTime<Utc>,
+}
+
+/// The stored spelling of a folder name: INBOX in any case is `INBOX` (RFC 3501 §5.1).
+pub fn canonical_folder(name: &str) -> String {
+    if name.eq_ignore_ascii_case("INBOX") {
+        "INBOX".into()
+    } else {
+        name.to_string()
+    }
+}
+
+fn flags_text(flags: &[String]) -> String {
+    flags.join(" ")
+}
+
+fn parse_flags(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_string).collect()
+}
+
+/// Creates a folder if missing. UIDVALIDITY: the current second, or one more than any folder has,
+/// so a folder deleted and created again never reuses a value (RFC 3501 §2.3.1.1).
+async fn ensure_folder(
+    conn: &mut sqlx::SqliteConnection,
+    mailbox: &str,
+    folder: &str,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let r = sqlx::query(
+        "INSERT OR IGNORE INTO folders (mailbox, name, uidvalidity, uidnext)
+         VALUES (?, ?, MAX(?, COALESCE((SELECT MAX(uidvalidity) FROM folders), 0) + 1), 1)",
+    )
+    .bind(mailbox)
+    .bind(folder)
+    .bind((now_ms / 1000) % 4_000_000_000)
+    .execute(&mut *conn)
+    .await
+    .map_err(db("create folder"))?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Takes the next UID of a folder (creating the folder if missing).
+async fn take_uid(
+    conn: &mut sqlx::SqliteConnection,
+    mailbox: &str,
+    folder: &str,
+    now_ms: i64,
+) -> Result<i64, StoreError> {
+    ensure_folder(conn, mailbox, folder, now_ms).await?;
+    Ok(sqlx::query(
+        "UPDATE folders SET uidnext = uidnext + 1 WHERE mailbox = ? AND name = ?
+         RETURNING uidnext - 1",
+    )
+    .bind(mailbox)
+    .bind(folder)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db("take uid"))?
+    .get(0))
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
 }
 
 /// A PEC mailbox holder's account.
@@ -323,6 +476,17 @@ const SCHEMA: &[&str] = &[
         internal_date INTEGER NOT NULL,
         flags TEXT NOT NULL DEFAULT '',
         UNIQUE (mailbox, folder, uid))",
+    // IMAP folders (RFC 3501 §2.3.1.1): UIDVALIDITY per folder, UIDNEXT strictly increasing so a UID
+    // is never reused after an expunge.
+    "CREATE TABLE IF NOT EXISTS folders (
+        mailbox TEXT NOT NULL COLLATE NOCASE,
+        name TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        uidnext INTEGER NOT NULL,
+        PRIMARY KEY (mailbox, name))",
+    // Databases written before the folders table: one folder row per existing (mailbox, folder).
+    "INSERT OR IGNORE INTO folders (mailbox, name, uidvalidity, uidnext)
+        SELECT mailbox, folder, 1, MAX(uid) + 1 FROM mailbox_messages GROUP BY mailbox, folder",
     "CREATE TABLE IF NOT EXISTS transactions (
         identificativo TEXT PRIMARY KEY,
         sender TEXT NOT NULL,
@@ -382,6 +546,7 @@ const SCHEMA: &[&str] = &[
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    changes: std::sync::Arc<watch::Sender<u64>>,
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -434,7 +599,17 @@ impl SqliteStore {
                 .await
                 .map_err(db("schema"))?;
         }
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            changes: std::sync::Arc::new(watch::channel(0).0),
+        })
+    }
+}
+
+impl SqliteStore {
+    /// Wakes every [`Store::changes`] receiver.
+    fn changed(&self) {
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
 }
 
@@ -442,6 +617,7 @@ impl Store for SqliteStore {
     async fn commit(&self, batch: Batch) -> Result<CommitOutcome, StoreError> {
         let at = ms(batch.at);
         let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let mut delivered = false;
         for op in batch.ops {
             match op {
                 Op::Seen { message_id } => {
@@ -464,16 +640,10 @@ impl Store for SqliteStore {
                     kind,
                     message_id,
                 } => {
-                    let next: i64 = sqlx::query(
-                        "SELECT COALESCE(MAX(uid), 0) + 1 FROM mailbox_messages
-                         WHERE mailbox = ? AND folder = ?",
-                    )
-                    .bind(&mailbox)
-                    .bind(&folder)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db("deliver"))?
-                    .get(0);
+                    // INBOX and Sent exist implicitly (RFC 3501 §5.1: INBOX always exists).
+                    let folder = canonical_folder(&folder);
+                    let next = take_uid(&mut tx, &mailbox, &folder, at).await?;
+                    delivered = true;
                     sqlx::query(
                         "INSERT INTO mailbox_messages
                          (mailbox, folder, uid, kind, message_id, raw, size, internal_date)
@@ -661,6 +831,9 @@ impl Store for SqliteStore {
             }
         }
         tx.commit().await.map_err(db("commit"))?;
+        if delivered {
+            self.changed();
+        }
         Ok(CommitOutcome::Committed)
     }
 
@@ -835,6 +1008,10 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await
         .map_err(db("put account"))?;
+        let mut conn = self.pool.acquire().await.map_err(db("put account"))?;
+        for f in ["INBOX", "Sent"] {
+            ensure_folder(&mut conn, &a.address, f, now_ms()).await?;
+        }
         Ok(())
     }
 
@@ -852,6 +1029,280 @@ impl Store for SqliteStore {
             quota: r.get(2),
             disabled: r.get(3),
         }))
+    }
+
+    async fn folders(&self, mailbox: &str) -> Result<Vec<FolderInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT f.name, f.uidvalidity, f.uidnext,
+                    (SELECT COUNT(*) FROM mailbox_messages m
+                     WHERE m.mailbox = f.mailbox AND m.folder = f.name),
+                    (SELECT COUNT(*) FROM mailbox_messages m
+                     WHERE m.mailbox = f.mailbox AND m.folder = f.name
+                       AND (' ' || m.flags || ' ') NOT LIKE '% \\Seen %')
+             FROM folders f WHERE f.mailbox = ? ORDER BY f.name",
+        )
+        .bind(mailbox)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("folders"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| FolderInfo {
+                name: r.get(0),
+                uidvalidity: r.get::<i64, _>(1) as u32,
+                uidnext: r.get(2),
+                messages: r.get(3),
+                unseen: r.get(4),
+            })
+            .collect())
+    }
+
+    async fn folder(&self, mailbox: &str, name: &str) -> Result<Option<FolderInfo>, StoreError> {
+        let name = canonical_folder(name);
+        Ok(self
+            .folders(mailbox)
+            .await?
+            .into_iter()
+            .find(|f| f.name == name))
+    }
+
+    async fn create_folder(&self, mailbox: &str, name: &str) -> Result<bool, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db("create folder"))?;
+        ensure_folder(&mut conn, mailbox, &canonical_folder(name), now_ms()).await
+    }
+
+    async fn delete_folder(&self, mailbox: &str, name: &str) -> Result<bool, StoreError> {
+        let name = canonical_folder(name);
+        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        sqlx::query("DELETE FROM mailbox_messages WHERE mailbox = ? AND folder = ?")
+            .bind(mailbox)
+            .bind(&name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("delete folder"))?;
+        let r = sqlx::query("DELETE FROM folders WHERE mailbox = ? AND name = ?")
+            .bind(mailbox)
+            .bind(&name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("delete folder"))?;
+        tx.commit().await.map_err(db("commit"))?;
+        self.changed();
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn rename_folder(&self, mailbox: &str, from: &str, to: &str) -> Result<bool, StoreError> {
+        let (from, to) = (canonical_folder(from), canonical_folder(to));
+        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let names: Vec<String> = sqlx::query("SELECT name FROM folders WHERE mailbox = ?")
+            .bind(mailbox)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("rename folder"))?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !names.contains(&from) || names.contains(&to) {
+            return Ok(false);
+        }
+        // RFC 3501 §6.3.5: inferior hierarchical names are renamed too.
+        let prefix = format!("{from}/");
+        for old in names
+            .iter()
+            .filter(|n| **n == from || n.starts_with(&prefix))
+        {
+            let new = format!("{to}{}", &old[from.len()..]);
+            for q in [
+                "UPDATE folders SET name = ? WHERE mailbox = ? AND name = ?",
+                "UPDATE mailbox_messages SET folder = ? WHERE mailbox = ? AND folder = ?",
+            ] {
+                sqlx::query(q)
+                    .bind(&new)
+                    .bind(mailbox)
+                    .bind(old)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("rename folder"))?;
+            }
+        }
+        tx.commit().await.map_err(db("commit"))?;
+        self.changed();
+        Ok(true)
+    }
+
+    async fn messages(&self, mailbox: &str, folder: &str) -> Result<Vec<MessageMeta>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT uid, flags, size, internal_date FROM mailbox_messages
+             WHERE mailbox = ? AND folder = ? ORDER BY uid",
+        )
+        .bind(mailbox)
+        .bind(canonical_folder(folder))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("messages"))?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(MessageMeta {
+                    uid: r.get(0),
+                    flags: parse_flags(r.get::<&str, _>(1)),
+                    size: r.get(2),
+                    internal_date: from_ms(r.get(3))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn message_raw(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        uid: i64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query(
+            "SELECT raw FROM mailbox_messages WHERE mailbox = ? AND folder = ? AND uid = ?",
+        )
+        .bind(mailbox)
+        .bind(canonical_folder(folder))
+        .bind(uid)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("message"))?
+        .map(|r| r.get(0)))
+    }
+
+    async fn set_flags(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        uid: i64,
+        flags: &[String],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE mailbox_messages SET flags = ? WHERE mailbox = ? AND folder = ? AND uid = ?",
+        )
+        .bind(flags_text(flags))
+        .bind(mailbox)
+        .bind(canonical_folder(folder))
+        .bind(uid)
+        .execute(&self.pool)
+        .await
+        .map_err(db("set flags"))?;
+        self.changed();
+        Ok(())
+    }
+
+    async fn delete_messages(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        uids: &[i64],
+    ) -> Result<u64, StoreError> {
+        let folder = canonical_folder(folder);
+        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let mut n = 0;
+        for uid in uids {
+            n += sqlx::query(
+                "DELETE FROM mailbox_messages WHERE mailbox = ? AND folder = ? AND uid = ?",
+            )
+            .bind(mailbox)
+            .bind(&folder)
+            .bind(uid)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("delete messages"))?
+            .rows_affected();
+        }
+        tx.commit().await.map_err(db("commit"))?;
+        self.changed();
+        Ok(n)
+    }
+
+    async fn copy_messages(
+        &self,
+        mailbox: &str,
+        from: &str,
+        uids: &[i64],
+        to: &str,
+    ) -> Result<Vec<i64>, StoreError> {
+        let (from, to) = (canonical_folder(from), canonical_folder(to));
+        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let mut out = Vec::new();
+        for uid in uids {
+            let new = take_uid(&mut tx, mailbox, &to, now_ms()).await?;
+            let r = sqlx::query(
+                "INSERT INTO mailbox_messages
+                 (mailbox, folder, uid, kind, message_id, raw, size, internal_date, flags)
+                 SELECT mailbox, ?, ?, kind, message_id, raw, size, internal_date, flags
+                 FROM mailbox_messages WHERE mailbox = ? AND folder = ? AND uid = ?",
+            )
+            .bind(&to)
+            .bind(new)
+            .bind(mailbox)
+            .bind(&from)
+            .bind(uid)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("copy"))?;
+            if r.rows_affected() == 1 {
+                out.push(new);
+            }
+        }
+        tx.commit().await.map_err(db("commit"))?;
+        self.changed();
+        Ok(out)
+    }
+
+    async fn append(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        raw: &[u8],
+        flags: &[String],
+        internal_date: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        let folder = canonical_folder(folder);
+        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let uid = take_uid(&mut tx, mailbox, &folder, now_ms()).await?;
+        sqlx::query(
+            "INSERT INTO mailbox_messages
+             (mailbox, folder, uid, kind, message_id, raw, size, internal_date, flags)
+             VALUES (?, ?, ?, 'appended', NULL, ?, ?, ?, ?)",
+        )
+        .bind(mailbox)
+        .bind(&folder)
+        .bind(uid)
+        .bind(raw)
+        .bind(raw.len() as i64)
+        .bind(ms(internal_date))
+        .bind(flags_text(flags))
+        .execute(&mut *tx)
+        .await
+        .map_err(db("append"))?;
+        tx.commit().await.map_err(db("commit"))?;
+        self.changed();
+        Ok(uid)
+    }
+
+    async fn delete_mailbox(&self, address: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        for q in [
+            "DELETE FROM mailbox_messages WHERE mailbox = ?",
+            "DELETE FROM folders WHERE mailbox = ?",
+            "DELETE FROM accounts WHERE address = ?",
+        ] {
+            sqlx::query(q)
+                .bind(address)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("delete mailbox"))?;
+        }
+        tx.commit().await.map_err(db("commit"))?;
+        self.changed();
+        Ok(())
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     async fn log(&self) -> Result<Vec<LogRecord>, StoreError> {
@@ -934,6 +1385,74 @@ mod tests {
         assert_eq!(inbox[0].uid, 1);
         assert_eq!(inbox[0].internal_date, t0());
         assert_eq!(s.due_outbox(t0(), 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn folders_keep_uids_unique_and_uidvalidity_fresh() {
+        let s = SqliteStore::memory().await.unwrap();
+        s.put_account(&Account {
+            address: "alice@a".into(),
+            password_hash: "h".into(),
+            quota: 100,
+            disabled: false,
+        })
+        .await
+        .unwrap();
+        let names = |v: Vec<FolderInfo>| v.into_iter().map(|f| f.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(s.folders("ALICE@a").await.unwrap()),
+            ["INBOX", "Sent"]
+        );
+        let changes = s.changes();
+        let mut b = Batch::new(t0());
+        for _ in 0..2 {
+            b.push(Op::Deliver {
+                mailbox: "alice@a".into(),
+                folder: "inbox".into(),
+                raw: b"Subject: x\r\n\r\nb\r\n".to_vec(),
+                kind: "ordinary".into(),
+                message_id: None,
+            });
+        }
+        s.commit(b).await.unwrap();
+        assert!(changes.has_changed().unwrap(), "a delivery wakes IDLE");
+        s.set_flags("alice@a", "INBOX", 2, &["\\Seen".into()])
+            .await
+            .unwrap();
+        let inbox = s.folder("alice@a", "Inbox").await.unwrap().unwrap();
+        assert_eq!((inbox.messages, inbox.unseen, inbox.uidnext), (2, 1, 3));
+        // RFC 3501 §2.3.1.1: an expunged UID is never given again.
+        assert_eq!(
+            s.delete_messages("alice@a", "INBOX", &[2]).await.unwrap(),
+            1
+        );
+        let uid = s.append("alice@a", "INBOX", b"x", &[], t0()).await.unwrap();
+        assert_eq!(uid, 3);
+        assert!(s.create_folder("alice@a", "A").await.unwrap());
+        assert!(!s.create_folder("alice@a", "A").await.unwrap());
+        assert!(s.create_folder("alice@a", "A/B").await.unwrap());
+        assert_eq!(
+            s.copy_messages("alice@a", "INBOX", &[1, 3, 99], "A/B")
+                .await
+                .unwrap(),
+            vec![1, 2]
+        );
+        let v1 = s.folder("alice@a", "A").await.unwrap().unwrap().uidvalidity;
+        assert!(s.rename_folder("alice@a", "A", "C").await.unwrap());
+        assert!(!s.rename_folder("alice@a", "A", "D").await.unwrap());
+        assert_eq!(
+            names(s.folders("alice@a").await.unwrap()),
+            ["C", "C/B", "INBOX", "Sent"]
+        );
+        assert_eq!(s.messages("alice@a", "C/B").await.unwrap().len(), 2);
+        assert!(s.delete_folder("alice@a", "C").await.unwrap());
+        assert!(s.create_folder("alice@a", "C").await.unwrap());
+        let v2 = s.folder("alice@a", "C").await.unwrap().unwrap().uidvalidity;
+        assert!(v2 > v1, "a re-created folder gets a new UIDVALIDITY");
+        s.delete_mailbox("alice@a").await.unwrap();
+        assert!(s.account("alice@a").await.unwrap().is_none());
+        assert!(s.folders("alice@a").await.unwrap().is_empty());
+        assert!(s.messages("alice@a", "C/B").await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -121,3 +121,172 @@ pub fn openssl_verifies(raw: &[u8], ca: &Path) -> Result<(), String> {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
+
+use reference_gestore::clock::{Clock, ManualClock};
+use reference_gestore::config::Config;
+use reference_gestore::instance::Instance;
+use reference_gestore::smtp::client::{ClientError, ClientTls, SendResult, SmtpClient};
+use std::sync::Arc;
+
+/// Providers embedded in the test process, on loopback, sharing one manual clock.
+pub struct Topo {
+    pub dir: tempfile::TempDir,
+    pub state: DevState,
+    pub clock: Arc<ManualClock>,
+    pub gestori: Vec<Instance>,
+}
+
+impl Topo {
+    /// `n` dev providers (test addresses on), each config adjusted by `adjust` before start.
+    pub async fn start(n: usize, adjust: impl Fn(usize, &mut Config)) -> Topo {
+        let dir = tempfile::tempdir().unwrap();
+        let state = reference_gestore::dev::prepare(dir.path(), n, true).unwrap();
+        let clock = ManualClock::new();
+        let mut gestori = Vec::new();
+        for (i, inst) in state.instances.iter().enumerate() {
+            let mut c = Config::load(&inst.config).unwrap();
+            adjust(i, &mut c);
+            gestori.push(
+                Instance::start(c, clock.clone() as Arc<dyn Clock>)
+                    .await
+                    .unwrap(),
+            );
+        }
+        Topo {
+            dir,
+            state,
+            clock,
+            gestori,
+        }
+    }
+
+    /// User `u` (alice, bob, carol) of provider `g`.
+    pub fn user(&self, g: usize, u: usize) -> String {
+        self.state.instances[g].users[u].address.clone()
+    }
+
+    /// An address at provider `g`'s domain.
+    pub fn at(&self, g: usize, local: &str) -> String {
+        format!("{local}@{}", self.state.instances[g].domain)
+    }
+
+    /// Provider `g`'s service address (receipt mailbox).
+    pub fn service(&self, g: usize) -> String {
+        self.state.instances[g].service_address.clone()
+    }
+
+    fn roots(&self) -> rustls::RootCertStore {
+        reference_gestore::tls::root_store_from_files(&[&self.state.ca]).unwrap()
+    }
+
+    /// Submits as `user` of provider `g` over implicit TLS with AUTH PLAIN.
+    pub async fn submit(
+        &self,
+        g: usize,
+        user: &str,
+        rcpts: &[&str],
+        message: &str,
+    ) -> Result<SendResult, ClientError> {
+        let addr = self.gestori[g].endpoints.submission_tls.unwrap();
+        let mut c =
+            SmtpClient::connect(addr, ClientTls::implicit(self.roots(), "localhost")).await?;
+        c.ehlo("client.test").await?;
+        c.auth_plain(user, reference_gestore::dev::DEV_PASSWORD)
+            .await?;
+        let r = c.send(user, rcpts, message.as_bytes()).await;
+        let _ = c.quit().await;
+        r
+    }
+
+    /// Delivers `raw` to provider `g`'s inbound SMTP (STARTTLS), as another provider or an
+    /// ordinary mail server would.
+    pub async fn inject(
+        &self,
+        g: usize,
+        mail_from: &str,
+        rcpts: &[&str],
+        raw: &[u8],
+    ) -> Result<SendResult, ClientError> {
+        let addr = self.gestori[g].endpoints.inbound.unwrap();
+        let mut c =
+            SmtpClient::connect(addr, ClientTls::starttls(self.roots(), "localhost")).await?;
+        c.ehlo("mx.example.org").await?;
+        c.starttls().await?;
+        c.ehlo("mx.example.org").await?;
+        let r = c.send(mail_from, rcpts, raw).await;
+        let _ = c.quit().await;
+        r
+    }
+
+    /// Waits until `mailbox` at provider `g` holds the kinds listed (with multiplicity).
+    pub async fn wait(&self, g: usize, mailbox: &str, kinds: &[&str]) -> Vec<StoredMessage> {
+        let store = &self.gestori[g].gestore.store;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let msgs = store.mailbox(mailbox, "INBOX").await.unwrap();
+            let have = |k: &str| msgs.iter().filter(|m| m.kind == k).count();
+            if kinds
+                .iter()
+                .all(|k| have(k) >= kinds.iter().filter(|x| *x == k).count())
+            {
+                return msgs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{mailbox} still lacks {kinds:?}; it has {:?}",
+                msgs.iter().map(|m| &m.kind).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until neither provider has outbound work or due timers left, so that "nothing more
+    /// arrives" can be asserted.
+    pub async fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for i in &self.gestori {
+            let s = &i.gestore.store;
+            loop {
+                let now = self.clock.now();
+                let busy = !s.due_outbox(now, 1).await.unwrap().is_empty()
+                    || !s.due_timers(now).await.unwrap().is_empty();
+                if !busy {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "work never settled");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// The messages of `mailbox` at provider `g` now.
+    pub async fn mailbox(&self, g: usize, mailbox: &str) -> Vec<StoredMessage> {
+        self.gestori[g]
+            .gestore
+            .store
+            .mailbox(mailbox, "INBOX")
+            .await
+            .unwrap()
+    }
+}
+
+/// A plain message from `from` to `to` (and `cc`), CRLF line ends.
+pub fn plain_message(from: &str, to: &[&str], cc: &[&str], subject: &str, extra: &str) -> String {
+    let mut m = format!(
+        "From: {from}\r\nTo: {}\r\nSubject: {subject}\r\nMessage-ID: <{}@client.test>\r\nDate: Mon, 30 Nov 2026 10:00:00 +0100\r\n",
+        to.join(", "),
+        subject.replace(' ', ".")
+    );
+    if !cc.is_empty() {
+        m += &format!("Cc: {}\r\n", cc.join(", "));
+    }
+    m += extra;
+    m += "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nTesto di prova.\r\n";
+    m
+}
+
+/// The decoded daticert.xml of a stored message.
+pub fn daticert_of(raw: &[u8]) -> pec_formats::daticert::Daticert {
+    let m = pec_formats::parse::parse(raw).unwrap();
+    pec_formats::daticert::Daticert::from_xml(&m.daticert_xml.expect("daticert.xml")).unwrap()
+}

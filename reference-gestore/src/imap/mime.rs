@@ -1,0 +1,620 @@
+//! The MIME structure of a stored message as IMAP shows it: header and body ranges of every part,
+//! section addressing (RFC 3501 §6.4.5), ENVELOPE and BODYSTRUCTURE (RFC 3501 §7.4.2). The stored
+//! bytes are never changed (RFC 6109 §3.3); parsing is lenient and never fails.
+
+use super::parse::{nstring, string};
+
+/// One MIME entity of a message.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// Where its header starts.
+    pub start: usize,
+    /// Where its body starts (after the blank line).
+    pub body_start: usize,
+    /// Where it ends.
+    pub end: usize,
+    /// Its header fields, unfolded: (name, value).
+    pub headers: Vec<(String, String)>,
+    /// Content type, lower case (`text`).
+    pub ctype: String,
+    /// Subtype, lower case (`plain`).
+    pub subtype: String,
+    /// Content-Type parameters.
+    pub params: Vec<(String, String)>,
+    /// Body parts of a multipart.
+    pub children: Vec<Part>,
+    /// The message inside a message/rfc822 part.
+    pub message: Option<Box<Part>>,
+}
+
+fn header_end(raw: &[u8], start: usize, end: usize) -> (usize, usize) {
+    // The header ends at the first empty line (RFC 5322 §2.1).
+    let mut i = start;
+    while i < end {
+        let line_end = raw[i..end]
+            .iter()
+            .position(|&c| c == b'\n')
+            .map_or(end, |p| i + p + 1);
+        let line = &raw[i..line_end];
+        if line == b"\r\n" || line == b"\n" {
+            return (i, line_end);
+        }
+        i = line_end;
+    }
+    (end, end)
+}
+
+fn parse_headers(block: &[u8]) -> Vec<(String, String)> {
+    let text = String::from_utf8_lossy(block);
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in text.split('\n') {
+        let line = line.trim_end_matches('\r');
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = out.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+        } else if let Some((n, v)) = line.split_once(':') {
+            out.push((n.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    out
+}
+
+/// Parses `type/subtype; a=b; c="d"`.
+fn content_type(v: &str) -> (String, String, Vec<(String, String)>) {
+    let mut parts = split_params(v);
+    let first = if parts.is_empty() {
+        String::new()
+    } else {
+        parts.remove(0)
+    };
+    let (t, s) = first.split_once('/').unwrap_or(("", ""));
+    (
+        t.trim().to_ascii_lowercase(),
+        s.trim().to_ascii_lowercase(),
+        params_of(parts),
+    )
+}
+
+fn split_params(v: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut quoted = false;
+    for c in v.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                out.last_mut().unwrap_or(&mut String::new()).push(c);
+            }
+            ';' if !quoted => out.push(String::new()),
+            _ => {
+                if let Some(l) = out.last_mut() {
+                    l.push(c)
+                }
+            }
+        }
+    }
+    out.into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn params_of(parts: Vec<String>) -> Vec<(String, String)> {
+    parts
+        .into_iter()
+        .filter_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            Some((
+                k.trim().to_ascii_lowercase(),
+                v.trim().trim_matches('"').to_string(),
+            ))
+        })
+        .collect()
+}
+
+impl Part {
+    /// Parses the entity in `raw[start..end]`; `default` is the type when there is no
+    /// Content-Type (RFC 2045 §5.2: text/plain; multipart/digest parts: message/rfc822).
+    pub fn parse(raw: &[u8], start: usize, end: usize, depth: usize) -> Part {
+        Self::parse_with(raw, start, end, depth, ("text", "plain"))
+    }
+
+    fn parse_with(
+        raw: &[u8],
+        start: usize,
+        end: usize,
+        depth: usize,
+        default: (&str, &str),
+    ) -> Part {
+        let (hend, body_start) = header_end(raw, start, end);
+        let headers = parse_headers(&raw[start..hend]);
+        let ct = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("Content-Type"))
+            .map(|(_, v)| content_type(v));
+        let (ctype, subtype, mut params) = match ct {
+            Some((t, s, p)) if !t.is_empty() && !s.is_empty() => (t, s, p),
+            _ => (default.0.to_string(), default.1.to_string(), vec![]),
+        };
+        if ctype == "text" && !params.iter().any(|(k, _)| k == "charset") {
+            params.push(("charset".into(), "us-ascii".into()));
+        }
+        let mut p = Part {
+            start,
+            body_start,
+            end,
+            headers,
+            ctype,
+            subtype,
+            params,
+            children: vec![],
+            message: None,
+        };
+        // A bound on nesting keeps hostile input from exhausting the stack.
+        if depth > 20 {
+            return p;
+        }
+        if p.ctype == "multipart" {
+            if let Some(b) = p.param("boundary") {
+                let child_default = if p.subtype == "digest" {
+                    ("message", "rfc822")
+                } else {
+                    ("text", "plain")
+                };
+                p.children = split_multipart(raw, body_start, end, b.as_bytes())
+                    .into_iter()
+                    .map(|(s, e)| Part::parse_with(raw, s, e, depth + 1, child_default))
+                    .collect();
+            }
+        } else if p.ctype == "message" && p.subtype == "rfc822" {
+            p.message = Some(Box::new(Part::parse(raw, body_start, end, depth + 1)));
+        }
+        p
+    }
+
+    /// A Content-Type parameter.
+    pub fn param(&self, name: &str) -> Option<String> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// The first header field of that name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The part numbered `n` (1-based) under this entity (RFC 3501 §6.4.5): a child of a
+    /// multipart, the parts of an encapsulated message, or the body itself for part 1 of a
+    /// single-part entity.
+    fn child(&self, n: usize) -> Option<&Part> {
+        if self.ctype == "multipart" {
+            return self.children.get(n.checked_sub(1)?);
+        }
+        if let Some(m) = &self.message {
+            return m.child(n);
+        }
+        (n == 1).then_some(self)
+    }
+}
+
+/// The (start, end) of each body part between the delimiters (RFC 2046 §5.1.1). The CRLF before a
+/// delimiter belongs to the delimiter.
+fn split_multipart(raw: &[u8], start: usize, end: usize, boundary: &[u8]) -> Vec<(usize, usize)> {
+    let mut delim = b"--".to_vec();
+    delim.extend_from_slice(boundary);
+    let mut out = Vec::new();
+    let mut current: Option<usize> = None;
+    let mut i = start;
+    while i < end {
+        let line_end = raw[i..end]
+            .iter()
+            .position(|&c| c == b'\n')
+            .map_or(end, |p| i + p + 1);
+        let line = &raw[i..line_end];
+        if let Some(rest) = line.strip_prefix(delim.as_slice()) {
+            let rest_trim: &[u8] = rest.trim_ascii();
+            let close = rest_trim == b"--";
+            if rest_trim.is_empty() || close {
+                if let Some(s) = current.take() {
+                    let mut e = i;
+                    if e >= s + 2 && &raw[e - 2..e] == b"\r\n" {
+                        e -= 2;
+                    } else if e > s && raw[e - 1] == b'\n' {
+                        e -= 1;
+                    }
+                    out.push((s, e.max(s)));
+                }
+                if close {
+                    return out;
+                }
+                current = Some(line_end);
+            }
+        }
+        i = line_end;
+    }
+    if let Some(s) = current {
+        out.push((s, end));
+    }
+    out
+}
+
+/// A section specification (RFC 3501 §6.4.5 `section`), parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Section {
+    /// The part numbers.
+    pub path: Vec<usize>,
+    /// `""`, `HEADER`, `TEXT`, `MIME`, `HEADER.FIELDS`, `HEADER.FIELDS.NOT`.
+    pub text: String,
+    /// The field names of HEADER.FIELDS(.NOT), upper case.
+    pub fields: Vec<String>,
+}
+
+impl Section {
+    /// Parses the text between the brackets.
+    pub fn parse(s: &str) -> Result<Section, String> {
+        let (spec, fields) = match s.split_once('(') {
+            Some((a, b)) => {
+                let b = b
+                    .strip_suffix(')')
+                    .ok_or_else(|| format!("bad section {s:?}"))?;
+                (
+                    a.trim(),
+                    b.split_whitespace()
+                        .map(|f| f.trim_matches('"').to_ascii_uppercase())
+                        .collect(),
+                )
+            }
+            None => (s.trim(), vec![]),
+        };
+        let mut path = Vec::new();
+        let mut rest = spec;
+        while let Some(first) = rest.split('.').next() {
+            let Ok(n) = first.parse::<usize>() else { break };
+            if n == 0 {
+                return Err(format!("bad section {s:?}"));
+            }
+            path.push(n);
+            rest = rest.get(first.len() + 1..).unwrap_or("");
+        }
+        let text = rest.to_ascii_uppercase();
+        let ok = match text.as_str() {
+            "" | "HEADER" | "TEXT" => fields.is_empty(),
+            "MIME" => !path.is_empty() && fields.is_empty(),
+            "HEADER.FIELDS" | "HEADER.FIELDS.NOT" => !fields.is_empty(),
+            _ => false,
+        };
+        if !ok {
+            return Err(format!("bad section {s:?}"));
+        }
+        Ok(Section { path, text, fields })
+    }
+
+    /// The bytes of this section of `raw` (empty when the part does not exist, RFC 3501 §6.4.5).
+    pub fn extract(&self, raw: &[u8], root: &Part) -> Vec<u8> {
+        let mut part = root;
+        for &n in &self.path {
+            match part.child(n) {
+                Some(p) => part = p,
+                None => return Vec::new(),
+            }
+        }
+        // HEADER/TEXT of a numbered part address the encapsulated message.
+        let msg = if self.path.is_empty() {
+            Some(root)
+        } else {
+            part.message.as_deref()
+        };
+        match self.text.as_str() {
+            "" if self.path.is_empty() => raw.to_vec(),
+            "" => raw[part.body_start..part.end].to_vec(),
+            "MIME" => raw[part.start..part.body_start].to_vec(),
+            "HEADER" => msg.map_or(Vec::new(), |m| raw[m.start..m.body_start].to_vec()),
+            "TEXT" => msg.map_or(Vec::new(), |m| raw[m.body_start..m.end].to_vec()),
+            _ => msg.map_or(Vec::new(), |m| self.fields_of(&raw[m.start..m.body_start])),
+        }
+    }
+
+    fn fields_of(&self, header: &[u8]) -> Vec<u8> {
+        let not = self.text == "HEADER.FIELDS.NOT";
+        let mut out = Vec::new();
+        let mut keep = false;
+        for line in header.split_inclusive(|&c| c == b'\n') {
+            if line == b"\r\n" || line == b"\n" {
+                break;
+            }
+            if !line.starts_with(b" ") && !line.starts_with(b"\t") {
+                let name = line.iter().position(|&c| c == b':').map(|p| {
+                    String::from_utf8_lossy(&line[..p])
+                        .trim()
+                        .to_ascii_uppercase()
+                });
+                keep = name.is_some_and(|n| self.fields.contains(&n) != not);
+            }
+            if keep {
+                out.extend_from_slice(line);
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+}
+
+/// One address of an address list, split as ENVELOPE wants (name, mailbox, host).
+fn addresses(v: &str) -> Vec<(Option<String>, String, String)> {
+    let mut items = vec![String::new()];
+    let (mut quoted, mut angle, mut paren) = (false, false, 0usize);
+    for c in v.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            '<' if !quoted => angle = true,
+            '>' if !quoted => angle = false,
+            '(' if !quoted => paren += 1,
+            ')' if !quoted => paren = paren.saturating_sub(1),
+            ',' if !quoted && !angle && paren == 0 => {
+                items.push(String::new());
+                continue;
+            }
+            _ => {}
+        }
+        if let Some(l) = items.last_mut() {
+            l.push(c);
+        }
+    }
+    items
+        .iter()
+        .filter_map(|item| {
+            let item = item.trim();
+            let (name, addr) = match (item.find('<'), item.rfind('>')) {
+                (Some(a), Some(b)) if a < b => {
+                    let name = item[..a].trim().trim_matches('"').trim();
+                    (
+                        (!name.is_empty()).then(|| name.to_string()),
+                        &item[a + 1..b],
+                    )
+                }
+                _ => (None, item),
+            };
+            let (m, h) = addr.trim().rsplit_once('@')?;
+            Some((name, m.to_string(), h.to_string()))
+        })
+        .collect()
+}
+
+fn address_list(out: &mut Vec<u8>, v: Option<&str>) {
+    let list = v.map(addresses).unwrap_or_default();
+    if list.is_empty() {
+        out.extend_from_slice(b"NIL");
+        return;
+    }
+    out.push(b'(');
+    for (name, m, h) in list {
+        out.push(b'(');
+        nstring(out, name.as_deref().map(str::as_bytes));
+        out.extend_from_slice(b" NIL ");
+        string(out, m.as_bytes());
+        out.push(b' ');
+        string(out, h.as_bytes());
+        out.push(b')');
+    }
+    out.push(b')');
+}
+
+/// The ENVELOPE of a message (RFC 3501 §7.4.2).
+pub fn envelope(out: &mut Vec<u8>, m: &Part) {
+    let h = |n: &str| m.header(n);
+    out.push(b'(');
+    nstring(out, h("Date").map(str::as_bytes));
+    out.push(b' ');
+    nstring(out, h("Subject").map(str::as_bytes));
+    let from = h("From");
+    for v in [
+        from,
+        h("Sender").or(from),
+        h("Reply-To").or(from),
+        h("To"),
+        h("Cc"),
+        h("Bcc"),
+    ] {
+        out.push(b' ');
+        address_list(out, v);
+    }
+    out.push(b' ');
+    nstring(out, h("In-Reply-To").map(str::as_bytes));
+    out.push(b' ');
+    nstring(out, h("Message-ID").map(str::as_bytes));
+    out.push(b')');
+}
+
+fn param_list(out: &mut Vec<u8>, params: &[(String, String)]) {
+    if params.is_empty() {
+        out.extend_from_slice(b"NIL");
+        return;
+    }
+    out.push(b'(');
+    for (i, (k, v)) in params.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        string(out, k.to_ascii_uppercase().as_bytes());
+        out.push(b' ');
+        string(out, v.as_bytes());
+    }
+    out.push(b')');
+}
+
+/// BODY (`extended` false) or BODYSTRUCTURE (`extended` true) of an entity (RFC 3501 §7.4.2).
+pub fn body_structure(out: &mut Vec<u8>, raw: &[u8], p: &Part, extended: bool) {
+    out.push(b'(');
+    if p.ctype == "multipart" {
+        if p.children.is_empty() {
+            // A multipart without parts is shown as an empty text part, as IMAP needs one.
+            out.extend_from_slice(b"(\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 0 0)");
+        }
+        for c in &p.children {
+            body_structure(out, raw, c, extended);
+        }
+        out.push(b' ');
+        string(out, p.subtype.to_ascii_uppercase().as_bytes());
+        if extended {
+            out.push(b' ');
+            param_list(out, &p.params);
+            out.push(b' ');
+            disposition(out, p);
+            out.extend_from_slice(b" NIL NIL");
+        }
+    } else {
+        string(out, p.ctype.to_ascii_uppercase().as_bytes());
+        out.push(b' ');
+        string(out, p.subtype.to_ascii_uppercase().as_bytes());
+        out.push(b' ');
+        param_list(out, &p.params);
+        out.push(b' ');
+        nstring(out, p.header("Content-ID").map(str::as_bytes));
+        out.push(b' ');
+        nstring(out, p.header("Content-Description").map(str::as_bytes));
+        out.push(b' ');
+        let enc = p
+            .header("Content-Transfer-Encoding")
+            .unwrap_or("7bit")
+            .to_ascii_uppercase();
+        string(out, enc.as_bytes());
+        let body = &raw[p.body_start..p.end];
+        out.extend_from_slice(format!(" {}", body.len()).as_bytes());
+        let lines = body.iter().filter(|&&c| c == b'\n').count();
+        if let Some(m) = &p.message {
+            out.push(b' ');
+            envelope(out, m);
+            out.push(b' ');
+            body_structure(out, raw, m, extended);
+            out.extend_from_slice(format!(" {lines}").as_bytes());
+        } else if p.ctype == "text" {
+            out.extend_from_slice(format!(" {lines}").as_bytes());
+        }
+        if extended {
+            out.extend_from_slice(b" NIL ");
+            disposition(out, p);
+            out.extend_from_slice(b" NIL NIL");
+        }
+    }
+    out.push(b')');
+}
+
+fn disposition(out: &mut Vec<u8>, p: &Part) {
+    match p.header("Content-Disposition") {
+        None => out.extend_from_slice(b"NIL"),
+        Some(v) => {
+            let mut parts = split_params(v);
+            let kind = if parts.is_empty() {
+                "attachment".to_string()
+            } else {
+                parts.remove(0)
+            };
+            out.push(b'(');
+            string(out, kind.to_ascii_uppercase().as_bytes());
+            out.push(b' ');
+            param_list(out, &params_of(parts));
+            out.push(b')');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSG: &[u8] = b"From: \"Alice A\" <alice@pec.a.test>\r\nTo: bob@pec.b.test, Carol <carol@x.test>\r\nSubject: Prova\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\npreamble\r\n--b1\r\nContent-Type: text/plain\r\n\r\nciao\r\n--b1\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\ninner body\r\n--b1--\r\n";
+
+    #[test]
+    fn sections_address_parts_and_encapsulated_messages() {
+        let root = Part::parse(MSG, 0, MSG.len(), 0);
+        assert_eq!(root.children.len(), 2);
+        let s = |t: &str| Section::parse(t).unwrap().extract(MSG, &root);
+        assert_eq!(s("1"), b"ciao");
+        assert_eq!(s("1.MIME"), b"Content-Type: text/plain\r\n\r\n");
+        assert_eq!(s("2.HEADER"), b"Subject: inner\r\n\r\n");
+        assert_eq!(s("2.TEXT"), b"inner body");
+        assert_eq!(s("2.1"), b"inner body");
+        assert_eq!(s("HEADER.FIELDS (SUBJECT)"), b"Subject: Prova\r\n\r\n");
+        assert_eq!(s(""), MSG);
+        assert!(s("9").is_empty());
+        assert!(Section::parse("BOGUS").is_err());
+        assert!(Section::parse("0").is_err());
+    }
+
+    #[test]
+    fn envelope_and_bodystructure_show_addresses_and_parts() {
+        let root = Part::parse(MSG, 0, MSG.len(), 0);
+        let mut e = Vec::new();
+        envelope(&mut e, &root);
+        let e = String::from_utf8(e).unwrap();
+        assert!(e.starts_with("(NIL \"Prova\" ((\"Alice A\" NIL \"alice\" \"pec.a.test\"))"));
+        assert!(
+            e.contains("((NIL NIL \"bob\" \"pec.b.test\")(\"Carol\" NIL \"carol\" \"x.test\"))")
+        );
+        let mut b = Vec::new();
+        body_structure(&mut b, MSG, &root, false);
+        let b = String::from_utf8(b).unwrap();
+        assert!(
+            b.starts_with("((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"us-ascii\") NIL NIL \"7BIT\" 4 0)")
+        );
+        assert!(b.ends_with(" \"MIXED\")"), "{b}");
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for raw in [
+            &b""[..],
+            b"\r\n",
+            b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n",
+            b"Content-Type: message/rfc822\r\n",
+        ] {
+            let root = Part::parse(raw, 0, raw.len(), 0);
+            let mut out = Vec::new();
+            body_structure(&mut out, raw, &root, true);
+            envelope(&mut out, &root);
+            for s in ["1", "1.2.3", "TEXT", "HEADER", "1.MIME"] {
+                Section::parse(s).unwrap().extract(raw, &root);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_messages_and_sections_never_panic(
+            raw in proptest::collection::vec(proptest::sample::select(
+                b"ab:;=\"\r\n -/<>@,".to_vec()), 0..300),
+            boundary in proptest::bool::ANY,
+        ) {
+            let mut m = if boundary {
+                b"Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\n".to_vec()
+            } else {
+                Vec::new()
+            };
+            m.extend(raw);
+            let root = Part::parse(&m, 0, m.len(), 0);
+            let mut out = Vec::new();
+            body_structure(&mut out, &m, &root, true);
+            envelope(&mut out, &root);
+            for s in ["1", "1.1", "2.MIME", "HEADER.FIELDS (A B)", "TEXT"] {
+                Section::parse(s).unwrap().extract(&m, &root);
+            }
+        }
+
+        #[test]
+        fn random_commands_never_panic(line in proptest::collection::vec(
+            proptest::sample::select(b"a1 ({}[]<>\"\\*:,.+ \r\nBODY0123".to_vec()), 0..120)) {
+            let _ = super::super::parse::tokenize(&line);
+            let _ = super::super::parse::literal_suffix(&line);
+            if let Ok(s) = std::str::from_utf8(&line) {
+                let _ = Section::parse(s);
+                let _ = super::super::parse::SeqSet::parse(s);
+            }
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! The flows of the digest's checklist §15 A-D, over real SMTP and TLS on loopback between embedded
+//! providers, each outcome read back from the mailboxes.
+
+mod common;
+
+use common::*;
+use pec_formats::kind::{Errore, Tipo, TipoDestinatario};
+
+/// A1: From differs from MAIL FROM and the user → non-accettazione, no envelope.
+#[tokio::test(flavor = "multi_thread")]
+async fn a1_from_mismatch_is_not_accepted_and_nothing_is_sent() {
+    let t = Topo::start(2, |_, _| {}).await;
+    let (alice, bob) = (t.user(0, 0), t.user(1, 1));
+    let m = plain_message(&t.user(0, 2), &[&bob], &[], "mittente falso", "");
+    let r = t.submit(0, &alice, &[&bob], &m).await.unwrap();
+    assert!(r.data.unwrap().text.contains("non accettato"));
+    let inbox = t.wait(0, &alice, &["non-accettazione"]).await;
+    let d = daticert_of(&inbox[0].raw);
+    assert_eq!(d.tipo, Tipo::NonAccettazione);
+    assert!(d.dati.errore_esteso.unwrap().contains("non coincide"));
+    t.settle().await;
+    assert!(t.mailbox(1, &bob).await.is_empty(), "an envelope was sent");
+}
+
+/// A2, A3: a Bcc, a recipient not in the headers, no To → each its own non-accettazione.
+#[tokio::test(flavor = "multi_thread")]
+async fn a2_a3_bcc_hidden_recipient_and_missing_to_are_not_accepted() {
+    let t = Topo::start(1, |_, _| {}).await;
+    let (alice, bob, carol) = (t.user(0, 0), t.user(0, 1), t.user(0, 2));
+    let bcc = plain_message(
+        &alice,
+        &[&bob],
+        &[],
+        "con bcc",
+        &format!("Bcc: {carol}\r\n"),
+    );
+    t.submit(0, &alice, &[&bob, &carol], &bcc).await.unwrap();
+    let hidden = plain_message(&alice, &[&bob], &[], "nascosto", "");
+    t.submit(0, &alice, &[&bob, &carol], &hidden).await.unwrap();
+    let no_to =
+        plain_message(&alice, &[&bob], &[], "senza to", "").replace(&format!("To: {bob}\r\n"), "");
+    t.submit(0, &alice, &[&bob], &no_to).await.unwrap();
+    let inbox = t
+        .wait(
+            0,
+            &alice,
+            &["non-accettazione", "non-accettazione", "non-accettazione"],
+        )
+        .await;
+    let reasons: Vec<String> = inbox
+        .iter()
+        .map(|m| daticert_of(&m.raw).dati.errore_esteso.unwrap_or_default())
+        .collect();
+    assert!(reasons.iter().any(|r| r.contains("Bcc")), "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("non compare nei campi To o Cc")),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|r| r.contains("To")), "{reasons:?}");
+    t.settle().await;
+    assert!(t.mailbox(0, &bob).await.is_empty());
+}
+
+/// A4: over the profile's size (× recipients) → non-accettazione; over the hard limit → 552 at SMTP.
+#[tokio::test(flavor = "multi_thread")]
+async fn a4_oversize_is_not_accepted_and_the_hard_limit_is_an_smtp_refusal() {
+    let t = Topo::start(1, |_, c| {
+        c.profile.max_message_size = reference_gestore::config::ByteSize(2_000);
+        c.profile.hard_message_size = reference_gestore::config::ByteSize(20_000);
+    })
+    .await;
+    let (alice, bob, carol) = (t.user(0, 0), t.user(0, 1), t.user(0, 2));
+    let body = "x".repeat(70) + "\r\n";
+    // 1.2 kB × 2 recipients counts 2.4 kB: over 2 kB.
+    let m = plain_message(&alice, &[&bob, &carol], &[], "grande", "") + &body.repeat(12);
+    t.submit(0, &alice, &[&bob, &carol], &m).await.unwrap();
+    let inbox = t.wait(0, &alice, &["non-accettazione"]).await;
+    assert!(
+        daticert_of(&inbox[0].raw)
+            .dati
+            .errore_esteso
+            .unwrap()
+            .contains("dimensione")
+    );
+    let huge = plain_message(&alice, &[&bob], &[], "enorme", "") + &body.repeat(400);
+    let e = t.submit(0, &alice, &[&bob], &huge).await.unwrap_err();
+    assert!(e.to_string().contains("552"), "{e}");
+}
+
+/// A5: EICAR at the access point → non-accettazione per virus with X-VerificaSicurezza.
+#[tokio::test(flavor = "multi_thread")]
+async fn a5_a_virus_at_the_access_point_is_not_accepted() {
+    let t = Topo::start(1, |_, _| {}).await;
+    let (alice, bob) = (t.user(0, 0), t.user(0, 1));
+    let eicar = String::from_utf8(reference_gestore::antivirus::eicar()).unwrap();
+    let m = plain_message(&alice, &[&bob], &[], "virus", "") + &eicar + "\r\n";
+    let r = t.submit(0, &alice, &[&bob], &m).await.unwrap();
+    assert!(r.data.unwrap().text.contains("virus"));
+    let inbox = t.wait(0, &alice, &["non-accettazione-virus"]).await;
+    let raw = String::from_utf8_lossy(&inbox[0].raw).into_owned();
+    assert!(raw.contains("X-VerificaSicurezza: errore"));
+    assert!(raw.contains("Subject: AVVISO DI NON ACCETTAZIONE PER VIRUS: virus"));
+    assert_eq!(daticert_of(&inbox[0].raw).errore, Errore::Virus);
+    t.settle().await;
+    assert!(t.mailbox(0, &bob).await.is_empty());
+}
+
+/// A6, A7, B1, C1: To + Cc with breve; certified and ordinary recipients typed; the breve and
+/// sintetica receipts; one presa in carico covering both recipients; one identificativo throughout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a6_c1_to_and_cc_with_breve_give_the_right_receipts() {
+    let t = Topo::start(2, |_, _| {}).await;
+    let (alice, bob, carol) = (t.user(0, 0), t.user(1, 1), t.user(1, 2));
+    let extra = "X-TipoRicevuta: breve\r\n";
+    let mut m = plain_message(&alice, &[&bob], &[&carol], "contratto", extra);
+    m = m.replace(
+        "Content-Type: text/plain; charset=utf-8\r\n\r\nTesto di prova.\r\n",
+        "Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nTesto\r\n--b1\r\nContent-Type: application/pdf; name=\"c.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b1--\r\n",
+    );
+    t.submit(0, &alice, &[&bob, &carol], &m).await.unwrap();
+    let inbox = t
+        .wait(
+            0,
+            &alice,
+            &["accettazione", "avvenuta-consegna", "avvenuta-consegna"],
+        )
+        .await;
+    let acc = inbox.iter().find(|m| m.kind == "accettazione").unwrap();
+    let acc_d = daticert_of(&acc.raw);
+    assert!(
+        acc_d
+            .intestazione
+            .destinatari
+            .iter()
+            .all(|d| d.tipo == TipoDestinatario::Certificato)
+    );
+    assert_eq!(acc_d.dati.msgid.as_deref(), Some("<contratto@client.test>"));
+    let env = &t.wait(1, &bob, &["posta-certificata"]).await[0];
+    assert_eq!(
+        env.message_id.as_deref(),
+        Some(acc_d.dati.identificativo.as_str())
+    );
+    for r in inbox.iter().filter(|m| m.kind == "avvenuta-consegna") {
+        let d = daticert_of(&r.raw);
+        assert_eq!(d.dati.identificativo, acc_d.dati.identificativo);
+        let text = String::from_utf8_lossy(&r.raw).into_owned();
+        let parsed = pec_formats::parse::parse(&r.raw).unwrap();
+        match d.dati.consegna.as_deref() {
+            Some(c) if c == bob => {
+                // RFC 6109 §3.3.2.2: breve for To: the attachment replaced by its hash.
+                let orig = String::from_utf8_lossy(parsed.postacert.as_ref().expect("original"))
+                    .into_owned();
+                assert!(orig.contains("c.pdf.hash"), "{text}");
+            }
+            Some(c) if c == carol => assert!(parsed.postacert.is_none(), "Cc gets sintetica"),
+            other => panic!("unexpected consegna {other:?}"),
+        }
+    }
+    let presa = t.wait(0, &t.service(0), &["presa-in-carico"]).await;
+    assert_eq!(presa.len(), 1, "one presa in carico per transaction");
+    let mut covered = daticert_of(&presa[0].raw).dati.ricezione;
+    covered.sort();
+    assert_eq!(covered, vec![bob.clone(), carol.clone()]);
+}
+
+/// An ordinary recipient is typed esterno, gets the envelope attempt, and starts no timer.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ordinary_recipient_is_esterno_and_has_no_timers() {
+    let t = Topo::start(1, |_, _| {}).await;
+    let alice = t.user(0, 0);
+    let out = "mario@example.org";
+    t.submit(
+        0,
+        &alice,
+        &[out],
+        &plain_message(&alice, &[out], &[], "esterno", ""),
+    )
+    .await
+    .unwrap();
+    let inbox = t.wait(0, &alice, &["accettazione"]).await;
+    let d = daticert_of(&inbox[0].raw);
+    assert_eq!(
+        d.intestazione.destinatari[0].tipo,
+        TipoDestinatario::Esterno
+    );
+    t.clock.advance(chrono::Duration::hours(25));
+    t.settle().await;
+    assert!(
+        !t.mailbox(0, &alice)
+            .await
+            .iter()
+            .any(|m| m.kind == "preavviso-errore-consegna")
+    );
+}
+
+/// B2: ordinary mail, an unsigned PEC look-alike, a signature by an unknown CA and a tampered
+/// envelope all become a busta di anomalia, with no receipt.
+#[tokio::test(flavor = "multi_thread")]
+async fn b2_everything_not_valid_pec_becomes_an_anomaly_envelope() {
+    let t = Topo::start(2, |_, _| {}).await;
+    let (alice, bob, carol) = (t.user(0, 0), t.user(1, 1), t.user(1, 2));
+    // A real envelope to tamper with.
+    t.submit(
+        0,
+        &alice,
+        &[&bob],
+        &plain_message(&alice, &[&bob], &[], "originale", ""),
+    )
+    .await
+    .unwrap();
+    let env = t.wait(1, &bob, &["posta-certificata"]).await[0].raw.clone();
+    let mut tampered = env.clone();
+    let at = tampered
+        .windows(14)
+        .position(|w| w == b"Testo di prova")
+        .unwrap_or(tampered.len() - 10);
+    tampered[at] ^= 0x20;
+    // The same envelope signed by a CA the directory does not know.
+    let rogue_ca = pec_formats::pki::TestCa::generate("Rogue CA").unwrap();
+    let rogue = rogue_ca
+        .issue_provider("Gestore di prova A", &t.service(0))
+        .unwrap();
+    let rogue_signer = rogue.signer(Default::default());
+    let p = pec_formats::build::Provider::new("Gestore di prova A", "pec.a.test", &rogue_signer);
+    let orig = plain_message(&alice, &[&carol], &[], "firmato male", "");
+    let c = pec_formats::build::Certification::from_submission(
+        orig.as_bytes(),
+        &alice,
+        std::slice::from_ref(&carol),
+        &|_| TipoDestinatario::Certificato,
+        "rogue1@pec.a.test".into(),
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let untrusted = pec_formats::build::busta_trasporto(&p, &c, orig.as_bytes())
+        .unwrap()
+        .raw;
+    let ordinary = plain_message("someone@example.org", &[&carol], &[], "posta ordinaria", "");
+    let unsigned = plain_message(
+        &alice,
+        &[&carol],
+        &[],
+        "non firmato",
+        "X-Trasporto: posta-certificata\r\n",
+    );
+    for raw in [
+        ordinary.as_bytes(),
+        unsigned.as_bytes(),
+        &untrusted,
+        &tampered,
+    ] {
+        t.inject(1, "someone@example.org", &[&carol], raw)
+            .await
+            .unwrap();
+    }
+    let inbox = t
+        .wait(1, &carol, &["anomalia", "anomalia", "anomalia", "anomalia"])
+        .await;
+    assert!(
+        inbox.iter().all(|m| m.kind == "anomalia"),
+        "{:?}",
+        inbox.iter().map(|m| &m.kind).collect::<Vec<_>>()
+    );
+    for m in &inbox {
+        let text = String::from_utf8_lossy(&m.raw).into_owned();
+        assert!(text.contains("X-Trasporto: errore"));
+        assert!(text.contains("Subject: ANOMALIA MESSAGGIO: "));
+    }
+    t.settle().await;
+    // No receipt for any of them: A got only the receipts of the original envelope.
+    let a = t.mailbox(0, &alice).await;
+    assert_eq!(
+        a.iter().filter(|m| m.kind == "avvenuta-consegna").count(),
+        1
+    );
+}
+
+/// B4: a virus found by the recipient's provider → rilevazione virus to the sender's provider,
+/// which gives its user the mancata consegna per virus; nothing delivered.
+#[tokio::test(flavor = "multi_thread")]
+async fn b4_a_virus_at_the_reception_point_reaches_the_sender_as_mancata_consegna_per_virus() {
+    let t = Topo::start(2, |_, _| {}).await;
+    let alice = t.user(0, 0);
+    let target = t.at(1, "test-virus");
+    t.submit(
+        0,
+        &alice,
+        &[&target],
+        &plain_message(&alice, &[&target], &[], "infetto", ""),
+    )
+    .await
+    .unwrap();
+    t.wait(0, &t.service(0), &["rilevazione-virus"]).await;
+    let inbox = t
+        .wait(0, &alice, &["accettazione", "errore-consegna-virus"])
+        .await;
+    let n = inbox
+        .iter()
+        .find(|m| m.kind == "errore-consegna-virus")
+        .unwrap();
+    let raw = String::from_utf8_lossy(&n.raw).into_owned();
+    assert!(raw.contains("X-VerificaSicurezza: errore"));
+    assert_eq!(daticert_of(&n.raw).errore, Errore::Virus);
+    // The transaction is closed: no timeout notice later.
+    t.clock.advance(chrono::Duration::hours(25));
+    t.settle().await;
+    assert!(
+        !t.mailbox(0, &alice)
+            .await
+            .iter()
+            .any(|m| m.kind == "preavviso-errore-consegna")
+    );
+}
+
+/// C2 and the full mailbox: mancata consegna with the spec's errore values, no timeout later.
+#[tokio::test(flavor = "multi_thread")]
+async fn c2_unknown_and_full_mailboxes_get_mancata_consegna() {
+    let t = Topo::start(2, |_, _| {}).await;
+    let alice = t.user(0, 0);
+    let (unknown, full) = (t.at(1, "nessuno"), t.at(1, "test-casella-piena"));
+    t.submit(
+        0,
+        &alice,
+        &[&unknown, &full],
+        &plain_message(&alice, &[&unknown, &full], &[], "errori", ""),
+    )
+    .await
+    .unwrap();
+    let inbox = t
+        .wait(0, &alice, &["errore-consegna", "errore-consegna"])
+        .await;
+    for m in inbox.iter().filter(|m| m.kind == "errore-consegna") {
+        let d = daticert_of(&m.raw);
+        assert_eq!(d.tipo, Tipo::ErroreConsegna);
+        match d.dati.consegna.as_deref() {
+            Some(c) if c == unknown => assert_eq!(d.errore, Errore::NoDest),
+            Some(c) if c == full => {
+                assert!(d.dati.errore_esteso.unwrap().contains("casella piena"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    t.clock.advance(chrono::Duration::hours(25));
+    t.settle().await;
+    assert!(
+        !t.mailbox(0, &alice)
+            .await
+            .iter()
+            .any(|m| m.kind == "preavviso-errore-consegna")
+    );
+}
+
+/// C3 and "a receipt never causes a receipt": a receipt injected again is delivered as it is and
+/// produces nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn c3_receipts_are_delivered_as_they_are_and_cause_no_receipt() {
+    let t = Topo::start(2, |_, _| {}).await;
+    let (alice, bob) = (t.user(0, 0), t.user(1, 1));
+    t.submit(
+        0,
+        &alice,
+        &[&bob],
+        &plain_message(&alice, &[&bob], &[], "ricevuta", ""),
+    )
+    .await
+    .unwrap();
+    let inbox = t
+        .wait(0, &alice, &["accettazione", "avvenuta-consegna"])
+        .await;
+    let receipt = inbox
+        .iter()
+        .find(|m| m.kind == "avvenuta-consegna")
+        .unwrap()
+        .raw
+        .clone();
+    // The receipt goes to carol at A as B would send it.
+    let carol = t.user(0, 2);
+    t.inject(0, &t.service(1), &[&carol], &receipt)
+        .await
+        .unwrap();
+    let got = t.wait(0, &carol, &["avvenuta-consegna"]).await;
+    assert_eq!(got[0].raw, receipt, "delivered byte-identical");
+    t.settle().await;
+    assert_eq!(
+        t.mailbox(1, &t.service(1)).await.len(),
+        0,
+        "no presa in carico for a receipt"
+    );
+    assert_eq!(t.mailbox(0, &alice).await.len(), 2);
+}
