@@ -85,7 +85,8 @@ pub struct LinkControl {
 /// The relay of one link: a provider's inbound as seen from another provider.
 struct LinkRelay {
     control: Arc<LinkControl>,
-    target: SocketAddr,
+    /// The receiving gestore's inbound, known once it has started.
+    target: Arc<std::sync::OnceLock<SocketAddr>>,
     roots: rustls::RootCertStore,
 }
 
@@ -132,6 +133,9 @@ impl Handler for LinkRelay {
         if state == LinkState::Down {
             return Reply::new(451, [4, 4, 1], "link down (runner fault)");
         }
+        let Some(target) = self.target.get().copied() else {
+            return Reply::new(451, [4, 4, 0], "relay: the receiving gestore is not up yet");
+        };
         let kind = kind_by_headers(&message);
         if drop.iter().any(|k| k == kind) {
             if let Ok(mut d) = self.control.dropped.lock() {
@@ -141,7 +145,7 @@ impl Handler for LinkRelay {
         }
         let tls = ClientTls::starttls(self.roots.clone(), "127.0.0.1");
         let result = async {
-            let mut c = SmtpClient::connect_with(self.target, tls, timeouts()).await?;
+            let mut c = SmtpClient::connect_with(target, tls, timeouts()).await?;
             c.ehlo("runner.test").await?;
             c.starttls().await?;
             c.ehlo("runner.test").await?;
@@ -312,7 +316,9 @@ impl Topology {
         // One relay per ordered pair of reference gestori.
         let mut links = BTreeMap::new();
         let mut relay_addr: BTreeMap<(String, String), SocketAddr> = BTreeMap::new();
-        for (to_name, to_inst, to_cfg) in &configs {
+        let mut inbound: BTreeMap<String, Arc<std::sync::OnceLock<SocketAddr>>> = BTreeMap::new();
+        for (to_name, _, to_cfg) in &configs {
+            let target = inbound.entry(to_name.clone()).or_default().clone();
             let tls =
                 reference_gestore::tls::server_config_from_files(&to_cfg.tls.cert, &to_cfg.tls.key)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -325,7 +331,7 @@ impl Topology {
                 relay_addr.insert((from_name.clone(), to_name.clone()), listener.local_addr()?);
                 let relay = Arc::new(LinkRelay {
                     control: control.clone(),
-                    target: to_inst.inbound,
+                    target: target.clone(),
                     roots: roots.clone(),
                 });
                 let (cfg, rx) = (sessions(tls.clone()), rx.clone());
@@ -367,6 +373,17 @@ impl Topology {
                     c.timeouts.finale.0 = d.0.as_secs();
                 }
             }
+            // Listeners on ports the kernel picks when they bind (the ports dev::prepare wrote
+            // could be taken by then by another scenario running in parallel).
+            let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+            c.listeners.submission_tls = Some(any);
+            c.listeners.submission_starttls = Some(any);
+            c.listeners.inbound = Some(any);
+            // The runner reads mailboxes from the stores: no IMAP or POP3 listeners.
+            c.listeners.imap_tls = None;
+            c.listeners.imap_starttls = None;
+            c.listeners.pop3_tls = None;
+            c.listeners.pop3_starttls = None;
             // Routes: every other reference gestore through its link relay, external domains to
             // the target, everything else to the ordinary mail sink.
             c.routes.clear();
@@ -411,6 +428,9 @@ impl Topology {
             let instance = Instance::start(c, clock.clone())
                 .await
                 .with_context(|| format!("starting gestore {name}"))?;
+            if let (Some(cell), Some(addr)) = (inbound.get(&name), instance.endpoints.inbound) {
+                let _ = cell.set(addr);
+            }
             gestori.insert(
                 name.clone(),
                 RunningGestore {
