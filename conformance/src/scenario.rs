@@ -160,6 +160,8 @@ pub struct ReferenceSpec {
     /// Profile overrides (the rest as in the reference defaults).
     #[serde(default)]
     pub profile: ProfileOverrides,
+    /// The signing digest: `sha256` (default) or `sha1`, as some real providers still sign.
+    pub digest: Option<String>,
 }
 
 /// The reference profile settings a scenario may change.
@@ -172,6 +174,8 @@ pub struct ProfileOverrides {
     pub ordinary_mail: Option<OrdinaryMail>,
     /// `plain` or `alternative`.
     pub text_form: Option<String>,
+    /// `rfc5751` or `legacy` (`application/x-pkcs7-signature`).
+    pub signature_style: Option<String>,
     /// The 12h/24h limits.
     pub timeouts: Option<TimeoutOverrides>,
     /// The size limit (size × recipients) that gives a non-accettazione.
@@ -634,6 +638,26 @@ impl Scenario {
                     ));
                 }
                 GestoreSpec::Reference(r) => {
+                    if let Some(d) = &r.digest
+                        && !matches!(d.as_str(), "sha1" | "sha256" | "sha384" | "sha512")
+                    {
+                        return Err(at(
+                            key_line("topology"),
+                            format!(
+                                "topology.{name}.digest: `{d}` (sha1, sha256, sha384 or sha512)"
+                            ),
+                        ));
+                    }
+                    if let Some(f) = &r.profile.signature_style
+                        && !matches!(f.as_str(), "rfc5751" | "legacy")
+                    {
+                        return Err(at(
+                            key_line("topology"),
+                            format!(
+                                "topology.{name}.profile.signature_style: `{f}` (rfc5751 or legacy)"
+                            ),
+                        ));
+                    }
                     if let Some(f) = &r.profile.text_form
                         && !matches!(f.as_str(), "plain" | "alternative")
                     {

@@ -356,6 +356,12 @@ impl Topology {
             if let Some(v) = &p.text_form {
                 c.profile.text_form = v.clone();
             }
+            if let Some(v) = &p.signature_style {
+                c.profile.signature_style = v.clone();
+            }
+            if let Some(d) = &spec.digest {
+                c.signing.digest = d.clone();
+            }
             if let Some(v) = p.max_message_size {
                 c.profile.max_message_size = v;
             }
