@@ -70,11 +70,20 @@ pub struct DevState {
     pub instances: Vec<DevInstance>,
 }
 
-/// A free loopback port, chosen by the kernel (bound and released at once; the dev topology is
-/// written before any provider starts, so nothing else races for it in practice).
+/// A free loopback port for a dev listener. It is picked below the kernel's ephemeral range
+/// (32768 and up on Linux), where outgoing connections take their local ports, so that a port
+/// written into `dev.json` is not taken by a client socket before the provider binds it; among
+/// those, at random, so that several topologies prepared at once (parallel tests) do not collide.
 fn free_port() -> anyhow::Result<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
-    Ok(l.local_addr()?)
+    let mut seed = [0u8; 2];
+    for _ in 0..200 {
+        openssl::rand::rand_bytes(&mut seed)?;
+        let port = 20_000 + u16::from_le_bytes(seed) % 12_000;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            return Ok(l.local_addr()?);
+        }
+    }
+    anyhow::bail!("no free loopback port between 20000 and 32000")
 }
 
 fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
