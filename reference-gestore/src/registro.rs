@@ -1209,3 +1209,516 @@ async fn run(cmd: LogCommand) -> anyhow::Result<u8> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Batch, Op, Store};
+    use pec_formats::pki::TestCa;
+
+    fn rec(n: usize, sender: &str, rcpt: &str) -> LogRecord {
+        LogRecord {
+            event: "accettazione".into(),
+            msgid: format!("opec-{n}@pec.a.test"),
+            sender: sender.into(),
+            recipients: vec![rcpt.into()],
+            subject: format!("oggetto {n}"),
+            related: vec![format!("<r{n}@pec.a.test>")],
+            provider: "Reference PEC A".into(),
+        }
+    }
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    async fn log_at(s: &SqliteStore, at: DateTime<Utc>, r: LogRecord) {
+        let mut b = Batch::new(at);
+        b.push(Op::Log(r));
+        s.commit(b).await.unwrap();
+    }
+
+    /// A store with three records on 2026-03-10 (Rome).
+    async fn three() -> SqliteStore {
+        let s = SqliteStore::memory().await.unwrap();
+        for n in 1..=3 {
+            let at = utc("2026-03-10T09:00:00Z") + chrono::Duration::minutes(n as i64);
+            log_at(&s, at, rec(n, "alice@pec.a.test", "bob@pec.b.test")).await;
+        }
+        s
+    }
+
+    async fn sql(s: &SqliteStore, q: &'static str) {
+        sqlx::query(q).execute(s.pool()).await.unwrap();
+    }
+
+    async fn finding(s: &SqliteStore) -> Option<Finding> {
+        verify(s, &[]).await.unwrap().finding
+    }
+
+    #[tokio::test]
+    async fn a_fresh_log_chains_from_genesis() {
+        let s = three().await;
+        let rows = records_after(&s, 0).await.unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].prev, GENESIS);
+        assert_eq!(rows[1].prev, rows[0].hash);
+        assert_eq!(rows[2].prev, rows[1].hash);
+        assert_eq!(finding(&s).await, None);
+        // The store's own reader still sees every field.
+        assert_eq!(
+            s.log().await.unwrap()[1],
+            rec(2, "alice@pec.a.test", "bob@pec.b.test")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_one_byte_change_names_the_record_and_the_field() {
+        let s = three().await;
+        sql(&s, "UPDATE log SET subject = 'oggetto 9' WHERE seq = 2").await;
+        assert_eq!(
+            finding(&s).await,
+            Some(Finding::Changed {
+                seq: 2,
+                field: "subject".into()
+            })
+        );
+        let s = three().await;
+        sql(&s, "UPDATE log SET at = at + 1 WHERE seq = 3").await;
+        assert_eq!(
+            finding(&s).await,
+            Some(Finding::Changed {
+                seq: 3,
+                field: "at".into()
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_removed_record_is_found() {
+        let s = three().await;
+        sql(&s, "DELETE FROM log WHERE seq = 2").await;
+        assert_eq!(
+            finding(&s).await,
+            Some(Finding::Removed {
+                first_missing: 2,
+                seq: 3
+            })
+        );
+        let s = three().await;
+        sql(&s, "DELETE FROM log WHERE seq = 1").await;
+        assert!(matches!(
+            finding(&s).await,
+            Some(Finding::Removed {
+                first_missing: 1,
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_inserted_record_is_found() {
+        // A copy of a real record under a new seq.
+        let s = three().await;
+        sql(
+            &s,
+            "INSERT INTO log SELECT 4, at, event, 'opec-x', sender, recipients, subject, related,
+             provider, prev, hash, canon FROM log WHERE seq = 2",
+        )
+        .await;
+        assert_eq!(finding(&s).await, Some(Finding::Inserted { seq: 4 }));
+        // A self-consistent forged record that does not chain.
+        let s = three().await;
+        let mut forged = records_after(&s, 0).await.unwrap().remove(2);
+        forged.seq = 4;
+        forged.prev = GENESIS.into();
+        forged.canon = forged.canonical();
+        forged.hash = sha256_hex(forged.canon.as_bytes());
+        sqlx::query(
+            "INSERT INTO log (seq, at, event, msgid, sender, recipients, subject, related, provider,
+             prev, hash, canon) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(forged.seq)
+        .bind(forged.at)
+        .bind(&forged.event)
+        .bind(&forged.msgid)
+        .bind(&forged.sender)
+        .bind(&forged.recipients)
+        .bind(&forged.subject)
+        .bind(&forged.related)
+        .bind(&forged.provider)
+        .bind(&forged.prev)
+        .bind(&forged.hash)
+        .bind(&forged.canon)
+        .execute(s.pool())
+        .await
+        .unwrap();
+        assert_eq!(finding(&s).await, Some(Finding::Inserted { seq: 4 }));
+    }
+
+    /// A test CA and a local TSA it issued, in `dir`.
+    fn local_tsa(dir: &Path) -> (PathBuf, LogConfig) {
+        let ca = TestCa::generate("PEC Test CA (registro)").unwrap();
+        let (key, cert) = ca.issue_tsa("PEC Test TSA").unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.cert.to_pem().unwrap()).unwrap();
+        std::fs::write(dir.join("tsa.pem"), cert.to_pem().unwrap()).unwrap();
+        std::fs::write(dir.join("tsa.key"), key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        let cfg = LogConfig {
+            tsa_local: Some(LocalTsa {
+                cert: dir.join("tsa.pem"),
+                key: dir.join("tsa.key"),
+            }),
+            ..LogConfig::default()
+        };
+        (dir.join("ca.pem"), cfg)
+    }
+
+    #[tokio::test]
+    async fn past_days_are_sealed_and_the_seal_verifies_with_openssl() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (ca, cfg) = local_tsa(tmp.path());
+        let s = three().await;
+        // 23:30 Rome on 10 March (CET) is still the 10th; the 11th is not over.
+        log_at(&s, utc("2026-03-10T22:30:00Z"), rec(4, "a@x", "b@y")).await;
+        log_at(&s, utc("2026-03-11T08:00:00Z"), rec(5, "a@x", "b@y")).await;
+        assert_eq!(
+            seal_pass(&s, &cfg, utc("2026-03-10T22:59:00Z"))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            seal_pass(&s, &cfg, utc("2026-03-11T12:00:00Z"))
+                .await
+                .unwrap(),
+            1
+        );
+        // Idempotent: nothing more to seal the same day.
+        assert_eq!(
+            seal_pass(&s, &cfg, utc("2026-03-11T12:00:00Z"))
+                .await
+                .unwrap(),
+            0
+        );
+        let seals = seals(&s).await.unwrap();
+        assert_eq!(seals.len(), 1);
+        assert_eq!(
+            (seals[0].day.as_str(), seals[0].first_seq, seals[0].last_seq),
+            ("2026-03-10", 1, 4)
+        );
+        let v = verify(&s, std::slice::from_ref(&ca)).await.unwrap();
+        assert_eq!((v.finding, v.records, v.seals), (None, 5, 1));
+
+        // The outside oracle: openssl ts -verify on the stored token and the day's digest.
+        let f = tmp.path().join("seal.tsr");
+        std::fs::write(&f, &seals[0].tsr).unwrap();
+        let out = std::process::Command::new("openssl")
+            .args(["ts", "-verify", "-digest", &hex(&seals[0].digest()), "-in"])
+            .arg(&f)
+            .arg("-CAfile")
+            .arg(&ca)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Verification: OK"));
+
+        // Another CA does not vouch for it.
+        let other = tmp.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        let (other_ca, _) = local_tsa(&other);
+        let v = verify(&s, &[other_ca]).await.unwrap();
+        assert!(matches!(v.finding, Some(Finding::Seal { ref day, .. }) if day == "2026-03-10"));
+
+        // One byte of the token changed: the message imprint inside TSTInfo.
+        let digest = seals[0].digest();
+        let mut tsr = seals[0].tsr.clone();
+        let at = tsr
+            .windows(32)
+            .position(|w| w == digest)
+            .expect("imprint in the token");
+        tsr[at + 5] ^= 0x01;
+        sqlx::query("UPDATE log_seals SET tsr = ? WHERE first_seq = 1")
+            .bind(&tsr)
+            .execute(s.pool())
+            .await
+            .unwrap();
+        let v = verify(&s, std::slice::from_ref(&ca)).await.unwrap();
+        match v.finding {
+            Some(Finding::Seal { day, why }) => {
+                assert_eq!(day, "2026-03-10");
+                assert!(why.contains("time-stamp token"), "{why}");
+            }
+            other => panic!("expected a failing seal, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_seal_stretched_over_a_later_record_fails() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (ca, cfg) = local_tsa(tmp.path());
+        let s = three().await;
+        seal_pass(&s, &cfg, utc("2026-03-12T12:00:00Z"))
+            .await
+            .unwrap();
+        // Appended with a valid chain link, dated inside the sealed day, after sealing.
+        log_at(&s, utc("2026-03-10T10:00:00Z"), rec(9, "a@x", "b@y")).await;
+        sql(&s, "UPDATE log_seals SET last_seq = 4, count = 4").await;
+        let v = verify(&s, &[ca]).await.unwrap();
+        assert!(
+            matches!(v.finding, Some(Finding::Seal { ref why, .. }) if why.contains("chain hash")),
+            "{:?}",
+            v.finding
+        );
+    }
+
+    #[tokio::test]
+    async fn extract_filters_and_refuses_more_than_seven_days() {
+        let s = SqliteStore::memory().await.unwrap();
+        log_at(
+            &s,
+            utc("2026-03-10T09:00:00Z"),
+            rec(1, "alice@pec.a.test", "bob@pec.b.test"),
+        )
+        .await;
+        log_at(
+            &s,
+            utc("2026-03-12T09:00:00Z"),
+            rec(2, "Alice@pec.a.test", "bob@pec.b.test"),
+        )
+        .await;
+        log_at(
+            &s,
+            utc("2026-03-12T10:00:00Z"),
+            rec(3, "alice@pec.a.test", "carol@pec.b.test"),
+        )
+        .await;
+        log_at(
+            &s,
+            utc("2026-03-12T11:00:00Z"),
+            rec(4, "eve@pec.a.test", "bob@pec.b.test"),
+        )
+        .await;
+        // 23:30 Rome on 16 March is outside a range ending on the 16th? No: inside; 00:30 on the
+        // 17th (23:30 UTC on the 16th) is outside.
+        log_at(
+            &s,
+            utc("2026-03-16T23:30:00Z"),
+            rec(5, "alice@pec.a.test", "bob@pec.b.test"),
+        )
+        .await;
+        let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let mut q = ExtractQuery {
+            sender: "alice@pec.a.test".into(),
+            recipient: "BOB@pec.b.test".into(),
+            from: day("2026-03-10"),
+            to: day("2026-03-16"),
+            msgid: None,
+            subject: None,
+        };
+        let seqs = |r: Vec<StoredRecord>| r.iter().map(|r| r.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(extract(&s, &q).await.unwrap()), vec![1, 2]);
+        q.msgid = Some("opec-2@pec.a.test".into());
+        assert_eq!(seqs(extract(&s, &q).await.unwrap()), vec![2]);
+        q.msgid = None;
+        q.subject = Some("OGGETTO 1".into());
+        assert_eq!(seqs(extract(&s, &q).await.unwrap()), vec![1]);
+        q.subject = None;
+        q.from = day("2026-03-11");
+        q.to = day("2026-03-17");
+        assert_eq!(seqs(extract(&s, &q).await.unwrap()), vec![2, 5]);
+        q.to = day("2026-03-18");
+        let e = extract(&s, &q).await.unwrap_err().to_string();
+        assert!(e.contains("at most 7 days"), "{e}");
+        q.to = day("2026-03-01");
+        let e = extract(&s, &q).await.unwrap_err().to_string();
+        assert!(e.contains("before"), "{e}");
+
+        let rows = extract(
+            &s,
+            &ExtractQuery {
+                to: day("2026-03-12"),
+                from: day("2026-03-12"),
+                ..q
+            },
+        )
+        .await
+        .unwrap();
+        let j = extract_json(&rows);
+        assert_eq!(j[0]["msgid"], "opec-2@pec.a.test");
+        assert_eq!(j[0]["recipients"][0], "bob@pec.b.test");
+        assert_eq!(j[0]["at"], "2026-03-12T10:00:00+01:00");
+        let t = extract_text(&rows);
+        assert!(
+            t.contains("oggetto: oggetto 2") && t.contains("1 record(s)"),
+            "{t}"
+        );
+    }
+
+    #[tokio::test]
+    async fn purge_keeps_what_is_younger_than_retention_and_the_rest_verifies() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (ca, cfg) = local_tsa(tmp.path());
+        let s = SqliteStore::memory().await.unwrap();
+        let now = utc("2026-12-01T10:00:00Z");
+        // 31 months back, 29 months back, yesterday.
+        for (n, at) in [
+            (1, utc("2024-05-01T10:00:00Z")),
+            (2, utc("2024-05-01T11:00:00Z")),
+            (3, utc("2024-07-01T10:00:00Z")),
+            (4, utc("2026-11-30T10:00:00Z")),
+        ] {
+            log_at(&s, at, rec(n, "a@x", "b@y")).await;
+            let mut b = Batch::new(at);
+            b.push(Op::Virus {
+                point: "access-point".into(),
+                virus: "EICAR".into(),
+                identificativo: None,
+                raw: b"x".to_vec(),
+            });
+            s.commit(b).await.unwrap();
+        }
+        seal_pass(&s, &cfg, now).await.unwrap();
+        assert_eq!(seals(&s).await.unwrap().len(), 3);
+        let p = purge(&s, Retention::default(), "Reference PEC A", now)
+            .await
+            .unwrap();
+        assert_eq!((p.records, p.virus, p.seals), (2, 2, 1));
+        assert_eq!(p.before, utc("2024-05-31T22:00:00Z"));
+        let rows = records_after(&s, 0).await.unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
+        assert_eq!(rows[2].event, PURGE_EVENT);
+        assert!(
+            rows[2].subject.contains("removed 2 log records"),
+            "{}",
+            rows[2].subject
+        );
+        let virus: i64 = sqlx::query("SELECT COUNT(*) FROM virus_store")
+            .fetch_one(s.pool())
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(virus, 2);
+        let v = verify(&s, &[ca]).await.unwrap();
+        assert_eq!((v.finding, v.seals), (None, 2));
+        // A second purge removes nothing and writes no record.
+        let p = purge(&s, Retention::default(), "Reference PEC A", now)
+            .await
+            .unwrap();
+        assert_eq!((p.records, p.virus), (0, 0));
+        assert_eq!(records_after(&s, 0).await.unwrap().len(), 3);
+        // Removing the first remaining record is still caught (the anchor).
+        sql(&s, "DELETE FROM log WHERE seq = 3").await;
+        assert!(matches!(
+            verify(&s, &[]).await.unwrap().finding,
+            Some(Finding::Removed {
+                first_missing: 3,
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_http_tsa_on_loopback_is_asked_with_a_timestamp_query() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tmp = tempfile::tempdir().unwrap();
+        let (ca, cfg) = local_tsa(tmp.path());
+        let local = cfg.tsa_local.clone().unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/tsa", l.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut c, _) = l.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let body = loop {
+                let n = c.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "client closed early");
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    if buf.len() >= end + 4 + len {
+                        assert!(head.starts_with("POST /tsa HTTP/1.1"), "{head}");
+                        assert!(head.contains("Content-Type: application/timestamp-query"));
+                        break buf[end + 4..end + 4 + len].to_vec();
+                    }
+                }
+            };
+            let dir = Scratch::new().unwrap();
+            let q = dir.0.join("q.tsq");
+            std::fs::write(&q, body).unwrap();
+            let tsr = local_reply(&local, &dir, &q).await.unwrap();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/timestamp-reply\r\nContent-Length: {}\r\n\r\n",
+                tsr.len()
+            );
+            c.write_all(head.as_bytes()).await.unwrap();
+            c.write_all(&tsr).await.unwrap();
+        });
+        let digest = openssl::sha::sha256(b"giorno");
+        let tsr = timestamp(&Tsa::Http(url), &digest).await.unwrap();
+        server.await.unwrap();
+        verify_tsr(&tsr, &digest, &ca).await.unwrap();
+        assert!(
+            verify_tsr(&tsr, &openssl::sha::sha256(b"altro"), &ca)
+                .await
+                .is_err()
+        );
+        // Errors name what is wrong.
+        let e = http_post("https://tsa.example/", b"q").await.unwrap_err();
+        assert!(format!("{e:#}").contains("only http://"), "{e:#}");
+        let e = parse_http_response(b"HTTP/1.1 500 Oops\r\n\r\n").unwrap_err();
+        assert!(e.to_string().contains("500"), "{e}");
+    }
+
+    #[test]
+    fn retention_reads_months() {
+        assert_eq!(Retention::parse("30").unwrap(), Retention(30));
+        assert_eq!(Retention::parse("36 months").unwrap(), Retention(36));
+        assert_eq!(Retention::parse("24mo").unwrap(), Retention(24));
+        assert!(Retention::parse("2 years").unwrap_err().contains("months"));
+        assert!(Retention::parse("0").is_err());
+        assert_eq!(LogConfig::default().retention, Retention(30));
+    }
+
+    #[test]
+    fn rome_midnight_follows_legal_time() {
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        assert_eq!(
+            rome_midnight(d("2026-01-15")).unwrap(),
+            utc("2026-01-14T23:00:00Z")
+        );
+        assert_eq!(
+            rome_midnight(d("2026-07-15")).unwrap(),
+            utc("2026-07-14T22:00:00Z")
+        );
+        // The change days: 29 March and 25 October 2026.
+        assert_eq!(
+            rome_midnight(d("2026-03-29")).unwrap(),
+            utc("2026-03-28T23:00:00Z")
+        );
+        assert_eq!(
+            rome_midnight(d("2026-03-30")).unwrap(),
+            utc("2026-03-29T22:00:00Z")
+        );
+        assert_eq!(
+            rome_midnight(d("2026-10-25")).unwrap(),
+            utc("2026-10-24T22:00:00Z")
+        );
+        assert_eq!(
+            rome_midnight(d("2026-10-26")).unwrap(),
+            utc("2026-10-25T23:00:00Z")
+        );
+    }
+}
