@@ -23,6 +23,13 @@ use sqlx::{Row, SqliteConnection};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The columns [`read_row`] reads, in order.
+macro_rules! row_columns {
+    () => {
+        "seq, at, event, msgid, sender, recipients, subject, related, provider, prev, hash, canon"
+    };
+}
+
 /// The tables of the log besides `log` itself (created with the store's schema).
 pub const SCHEMA: &[&str] = &["CREATE TABLE IF NOT EXISTS log_seals (
         first_seq INTEGER PRIMARY KEY,
@@ -32,6 +39,62 @@ pub const SCHEMA: &[&str] = &["CREATE TABLE IF NOT EXISTS log_seals (
         chain_hash TEXT NOT NULL,
         tsr BLOB NOT NULL,
         at INTEGER NOT NULL)"];
+
+/// Brings a `log` table written before the chain existed up to date: adds the chain columns and
+/// chains the records that have no hash yet, in seq order (digest §11).
+pub async fn migrate(pool: &sqlx::SqlitePool) -> Result<(), sqlx::Error> {
+    let cols: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info('log')")
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for (col, add) in [
+        (
+            "prev",
+            "ALTER TABLE log ADD COLUMN prev TEXT NOT NULL DEFAULT ''",
+        ),
+        (
+            "hash",
+            "ALTER TABLE log ADD COLUMN hash TEXT NOT NULL DEFAULT ''",
+        ),
+        (
+            "canon",
+            "ALTER TABLE log ADD COLUMN canon TEXT NOT NULL DEFAULT ''",
+        ),
+    ] {
+        if !cols.iter().any(|c| c == col) {
+            sqlx::query(add).execute(pool).await?;
+        }
+    }
+    let mut tx = pool.begin().await?;
+    let unchained = sqlx::query(concat!(
+        "SELECT ",
+        row_columns!(),
+        " FROM log WHERE hash = '' ORDER BY seq"
+    ))
+    .fetch_all(&mut *tx)
+    .await?;
+    for r in &unchained {
+        let mut row = read_row(r)?;
+        row.prev = sqlx::query("SELECT hash FROM log WHERE seq < ? ORDER BY seq DESC LIMIT 1")
+            .bind(row.seq)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|p| p.get(0))
+            .unwrap_or_else(|| GENESIS.to_string());
+        row.canon = row.canonical();
+        row.hash = sha256_hex(row.canon.as_bytes());
+        sqlx::query("UPDATE log SET prev = ?, hash = ?, canon = ? WHERE seq = ?")
+            .bind(&row.prev)
+            .bind(&row.hash)
+            .bind(&row.canon)
+            .bind(row.seq)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
 
 /// The `prev` of the very first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -299,13 +362,6 @@ pub async fn append(
     Ok(())
 }
 
-/// The columns [`read_row`] reads, in order.
-macro_rules! row_columns {
-    () => {
-        "seq, at, event, msgid, sender, recipients, subject, related, provider, prev, hash, canon"
-    };
-}
-
 fn read_row(r: &sqlx::sqlite::SqliteRow) -> Result<StoredRecord, sqlx::Error> {
     Ok(StoredRecord {
         seq: r.try_get(0)?,
@@ -417,6 +473,24 @@ pub async fn seal_pass(
         .context("reading the log seals")?
         .try_get(0)?;
     let today = to_rome(now).date_naive();
+    // Cheap common case (the worker calls this every pass): the oldest unsealed record is today's.
+    let oldest: Option<i64> = sqlx::query("SELECT at FROM log WHERE seq > ? ORDER BY seq LIMIT 1")
+        .bind(last_sealed)
+        .fetch_optional(store.pool())
+        .await
+        .context("reading the log")?
+        .map(|r| r.try_get(0))
+        .transpose()?;
+    let Some(oldest) = oldest else {
+        return Ok(0);
+    };
+    let oldest = Utc
+        .timestamp_millis_opt(oldest)
+        .single()
+        .unwrap_or_default();
+    if to_rome(oldest).date_naive() >= today {
+        return Ok(0);
+    }
     let rows = records_after(store, last_sealed).await?;
     let mut sealed = 0;
     let mut rest = rows.as_slice();
@@ -766,10 +840,10 @@ pub fn check_chain(rows: &[StoredRecord]) -> Option<Finding> {
 
 /// Verifies a seal against the records and the trust anchors (PEM files).
 async fn check_seal(seal: &Seal, rows: &[StoredRecord], ca_file: &Path) -> Option<String> {
-    let these: Vec<&StoredRecord> = rows
-        .iter()
-        .filter(|r| r.seq >= seal.first_seq && r.seq <= seal.last_seq)
-        .collect();
+    // `rows` is in seq order.
+    let from = rows.partition_point(|r| r.seq < seal.first_seq);
+    let to = rows.partition_point(|r| r.seq <= seal.last_seq);
+    let these: Vec<&StoredRecord> = rows[from..to.max(from)].iter().collect();
     if these.len() as i64 != seal.count || seal.last_seq - seal.first_seq + 1 != seal.count {
         return Some(format!(
             "it covers {} records (seq {}..={}) but {} are stored",
@@ -1680,6 +1754,35 @@ mod tests {
         assert!(format!("{e:#}").contains("only http://"), "{e:#}");
         let e = parse_http_response(b"HTTP/1.1 500 Oops\r\n\r\n").unwrap_err();
         assert!(e.to_string().contains("500"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_log_from_before_the_chain_is_migrated_and_chained() {
+        let s = SqliteStore::memory().await.unwrap();
+        sql(&s, "DROP TABLE log").await;
+        sql(
+            &s,
+            "CREATE TABLE log (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, event TEXT NOT NULL,
+             msgid TEXT NOT NULL, sender TEXT NOT NULL, recipients TEXT NOT NULL,
+             subject TEXT NOT NULL, related TEXT NOT NULL, provider TEXT NOT NULL)",
+        )
+        .await;
+        sql(
+            &s,
+            "INSERT INTO log (at, event, msgid, sender, recipients, subject, related, provider)
+             VALUES (1, 'accettazione', 'm1', 'a@x', '[\"b@y\"]', 's', '[]', 'P'),
+                    (2, 'consegna', 'm1', 'a@x', '[\"b@y\"]', 's', '[]', 'P')",
+        )
+        .await;
+        migrate(s.pool()).await.unwrap();
+        log_at(&s, utc("2026-03-10T09:00:00Z"), rec(3, "a@x", "b@y")).await;
+        let rows = records_after(&s, 0).await.unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].prev, GENESIS);
+        assert_eq!(finding(&s).await, None);
+        // Idempotent.
+        migrate(s.pool()).await.unwrap();
+        assert_eq!(records_after(&s, 0).await.unwrap(), rows);
     }
 
     #[test]

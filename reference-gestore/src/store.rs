@@ -602,6 +602,10 @@ impl SqliteStore {
                 .await
                 .map_err(db("schema"))?;
         }
+        // Digest §11: a log written before the hash chain gets its columns and links.
+        crate::registro::migrate(&pool)
+            .await
+            .map_err(db("log migration"))?;
         Ok(SqliteStore {
             pool,
             changes: std::sync::Arc::new(watch::channel(0).0),
