@@ -1528,6 +1528,21 @@ mod tests {
             }
             other => panic!("expected a failing seal, got {other:?}"),
         }
+        // One byte of the signature value (the token's last bytes) changed.
+        let mut tsr = seals[0].tsr.clone();
+        let last = tsr.len() - 1;
+        tsr[last] ^= 0x80;
+        sqlx::query("UPDATE log_seals SET tsr = ? WHERE first_seq = 1")
+            .bind(&tsr)
+            .execute(s.pool())
+            .await
+            .unwrap();
+        let v = verify(&s, std::slice::from_ref(&ca)).await.unwrap();
+        assert!(
+            matches!(v.finding, Some(Finding::Seal { ref day, .. }) if day == "2026-03-10"),
+            "{:?}",
+            v.finding
+        );
     }
 
     #[tokio::test]
