@@ -638,3 +638,45 @@ fn subject_tags_before_the_prefix_warn_but_a_missing_prefix_fails() {
     let (_, f, _) = verify_json(&[], &write_tmp(&dir, "m.eml", missing.as_bytes()));
     assert_eq!(verdict(&f, "headers.subject-prefix"), "fail", "{f:#}");
 }
+
+/// A real Aruba non-delivery notice of Sep 2026 (anonymised by its collector, so the content no
+/// longer matches the signature), a kind with no other real sample: read completely, the altered
+/// content named by signature.integrity, the chain still checked, never exit 2.
+#[test]
+fn unseen_real_aruba_non_delivery_notice() {
+    let name = "sanitized-2026_mancata-consegna_aruba_pmm.eml";
+    let agid = reference().join("agid-ca1_intermediate.pem");
+    let (code, f, _) = verify_json(
+        &[
+            "--trust",
+            agid.to_str().unwrap(),
+            "--at",
+            "2026-09-19T14:00:00Z",
+        ],
+        &eml(name),
+    );
+    assert_eq!(f["kind"], "errore-consegna");
+    assert_eq!(f["digest"], "sha256");
+    assert_eq!(verdict(&f, "signature.integrity"), "fail", "{f:#}");
+    for id in [
+        "signature.present",
+        "signature.chain",
+        "signature.validity",
+        "signature.digest",
+        "signature.signer-from",
+        "daticert.dtd",
+        "daticert.tipo-header",
+        "daticert.identificativo",
+        "daticert.msgid",
+        "daticert.date-zone",
+        "headers.subject-prefix",
+        "headers.from",
+        "mime.layout",
+        "mime.parts",
+        "mime.charset",
+        "mime.lf-normalised",
+    ] {
+        assert_eq!(verdict(&f, id), "pass", "{id}: {f:#}");
+    }
+    assert_eq!(code, 1);
+}
