@@ -34,6 +34,8 @@ enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<String>,
     },
+    /// Run the scenario catalog between gestori and write reports (see scenarios/README.md).
+    Run(pec_conformance::runner::RunArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -44,12 +46,15 @@ enum Format {
 
 fn main() {
     let cli = Cli::parse();
-    let Command::Verify {
-        trust,
-        at,
-        format,
-        files,
-    } = cli.command;
+    let (trust, at, format, files) = match cli.command {
+        Command::Run(args) => std::process::exit(pec_conformance::runner::main_run(&args)),
+        Command::Verify {
+            trust,
+            at,
+            format,
+            files,
+        } => (trust, at, format, files),
+    };
     let mut cfg = VerifyConfig::default();
     if let Some(p) = trust {
         match load_trust(&p) {
