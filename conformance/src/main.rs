@@ -24,7 +24,7 @@ enum Command {
         /// Trust anchors: a PEM bundle or a folder of PEM files (without it signature.chain is skipped).
         #[arg(long, value_name = "PEM|DIR")]
         trust: Option<PathBuf>,
-        /// Check chain and validity at this time (RFC 3339), e.g. the message's own date.
+        /// Check chain and validity at this time (RFC 3339), e.g. the message's own date; default: now.
         #[arg(long, value_name = "RFC3339")]
         at: Option<String>,
         /// Output format.
