@@ -46,7 +46,7 @@ async fn start_clamd() -> Clamd {
         .into_iter()
         .find(|p| Command::new(p).arg("--version").output().is_ok())
         .expect("clamd is not installed: run scripts/setup (Debian package clamav-daemon)");
-    let child = Command::new(clamd)
+    let mut child = Command::new(clamd)
         .arg("-c")
         .arg(d.join("clamd.conf"))
         .stdout(Stdio::null())
@@ -71,6 +71,8 @@ async fn start_clamd() -> Clamd {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("clamd did not answer PING within 10 s");
 }
 
