@@ -192,3 +192,32 @@ async fn kill9_in_the_middle_of_delivery_loses_and_doubles_nothing() {
     }
     assert_exactly_once(tmp.path(), &dev, &accepted).await;
 }
+
+/// A sending MTA that crashed after our 250 sends the same bytes again. Ordinary mail may have no
+/// Message-ID: the reception point then recognises the resend by its bytes (RFC 6109 §3.2.2: one
+/// busta di anomalia per message received, not per attempt).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ordinary_message_without_message_id_sent_twice_is_wrapped_once() {
+    let t = Topo::start(1, |_, _| {}).await;
+    let bob = t.user(0, 1);
+    let raw = format!(
+        "From: someone@example.org\r\nTo: {bob}\r\nSubject: senza message-id\r\nDate: Mon, 30 Nov 2026 10:00:00 +0100\r\n\r\nCiao.\r\n"
+    );
+    for _ in 0..2 {
+        let r = t
+            .inject(0, "someone@example.org", &[&bob], raw.as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(r.delivered(), vec![bob.as_str()]);
+    }
+    t.settle().await;
+    let inbox = t.mailbox(0, &bob).await;
+    let kinds: Vec<&str> = inbox.iter().map(|m| m.kind.as_str()).collect();
+    assert_eq!(kinds, ["anomalia"]);
+    // A different message without Message-ID is still delivered.
+    let other = raw.replace("Ciao.", "Ciao di nuovo.");
+    t.inject(0, "someone@example.org", &[&bob], other.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(t.mailbox(0, &bob).await.len(), 2);
+}
