@@ -57,7 +57,10 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(args.messages > 0, "--messages must be at least 1");
     anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
     let tmp = tempfile::tempdir()?;
-    let dir = args.state.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let dir = args
+        .state
+        .clone()
+        .unwrap_or_else(|| tmp.path().to_path_buf());
     let state = dev::prepare(&dir, 2, false)?;
     let clock: Arc<dyn Clock> = SystemClock::new();
     let mut providers = Vec::new();
@@ -77,7 +80,8 @@ async fn main() -> anyhow::Result<()> {
     // Log in first (scrypt is slow on purpose), then start the clock at the first submission.
     let mut clients = Vec::new();
     for _ in 0..args.connections {
-        let mut c = SmtpClient::connect(addr, ClientTls::implicit(roots.clone(), "localhost")).await?;
+        let mut c =
+            SmtpClient::connect(addr, ClientTls::implicit(roots.clone(), "localhost")).await?;
         c.ehlo("bench.client.test").await?;
         c.auth_plain(&alice, DEV_PASSWORD).await?;
         clients.push(c);
@@ -119,7 +123,11 @@ async fn main() -> anyhow::Result<()> {
             .filter(|m| m.kind == "avvenuta-consegna")
             .collect();
         if receipts.len() >= args.messages {
-            break receipts.iter().map(|m| m.internal_date).max().unwrap_or(started);
+            break receipts
+                .iter()
+                .map(|m| m.internal_date)
+                .max()
+                .unwrap_or(started);
         }
         anyhow::ensure!(
             Instant::now() < deadline,

@@ -140,7 +140,10 @@ fn start(side: &Side) -> Serve {
         match lines.next() {
             Some(Ok(l)) if l.starts_with(&ready) => break,
             Some(Ok(l)) => eprintln!("{l}"),
-            _ => panic!("pec-gestore serve ({}) ended before it was ready", side.name),
+            _ => panic!(
+                "pec-gestore serve ({}) ended before it was ready",
+                side.name
+            ),
         }
     }
     std::thread::spawn(move || lines.for_each(|l| eprintln!("{}", l.unwrap_or_default())));
@@ -190,9 +193,17 @@ async fn two_serve_processes_exchange_a_message_with_every_receipt() {
     let inbox_alice = wait_for(&db_a, &alice, &["accettazione", "avvenuta-consegna"]).await;
     let inbox_bob = wait_for(&db_b, &bob, &["posta-certificata"]).await;
     let service_a = wait_for(&db_a, &a.service(), &["presa-in-carico"]).await;
-    assert_eq!(inbox_alice.len(), 2, "alice: acceptance and delivery receipt");
+    assert_eq!(
+        inbox_alice.len(),
+        2,
+        "alice: acceptance and delivery receipt"
+    );
     assert_eq!(inbox_bob.len(), 1, "bob: the envelope");
-    assert_eq!(service_a.len(), 1, "A's service mailbox: the presa in carico");
+    assert_eq!(
+        service_a.len(),
+        1,
+        "A's service mailbox: the presa in carico"
+    );
     // Every notice concerns the one transaction: the envelope's identificativo.
     let id = common::daticert_of(&inbox_bob[0].raw).dati.identificativo;
     for m in inbox_alice.iter().chain(&service_a) {
