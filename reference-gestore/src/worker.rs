@@ -54,99 +54,50 @@ pub async fn send_remote(
     crate::outbound::send(g, route, &item.mail_from, rcpts, &item.raw).await
 }
 
-/// How many outbox items one pass works on at once. Each is an SMTP transaction with another
-/// provider (or an in-process hand-over) that mostly waits on the peer; one at a time, a provider
-/// sent a few messages per second whatever the peer's capacity (see README, "Benchmark").
-const PARALLEL: usize = 16;
-
-/// One pass over the due outbox items, up to [`PARALLEL`] at once. Returns how many were handled.
-/// Items of one pass are distinct rows and the next pass starts only when this one has recorded
-/// every outcome, so no item is ever being sent twice at the same time.
+/// One pass over the due outbox items. Returns how many were handled.
 pub async fn outbox_pass(g: &Gestore) -> anyhow::Result<usize> {
     let now = g.clock.now();
     let items = g.store.due_outbox(now, BATCH).await?;
-    let permits = tokio::sync::Semaphore::new(PARALLEL);
-    let results = join_all(items.iter().map(|item| {
-        let permits = &permits;
-        async move {
-            let _permit = permits.acquire().await?;
-            outbox_item(g, item, now).await
+    for item in &items {
+        let mut by_domain: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in &item.rcpts {
+            let d = domain_of(r).unwrap_or_default().to_ascii_lowercase();
+            by_domain.entry(d).or_default().push(r.clone());
         }
-    }))
-    .await;
-    for r in results {
-        r?;
+        let mut failure: Option<SendFailure> = None;
+        let mut replies = Vec::new();
+        for (domain, rcpts) in by_domain {
+            if g.config.is_local_domain(&domain) {
+                // Our own domain: the reception point, in-process (RFC 6109 §3.4: same processing).
+                match reception_point::receive(g, &item.mail_from, &rcpts, &item.raw).await {
+                    Ok(Received::Refused(why)) => {
+                        failure = Some(SendFailure::Permanent(why));
+                    }
+                    Ok(_) => replies.push(format!("{domain}: local")),
+                    Err(e) => failure = Some(SendFailure::Transient(format!("{e:#}"))),
+                }
+            } else {
+                match send_remote(g, &domain, item, &rcpts).await {
+                    Ok(reply) => replies.push(format!("{domain}: {reply}")),
+                    Err(f) => failure = Some(f),
+                }
+            }
+        }
+        match failure {
+            None => g.store.outbox_done(item.id, &replies.join("; ")).await?,
+            Some(SendFailure::Permanent(why)) => {
+                g.store.outbox_retry(item.id, now, &why, true).await?;
+            }
+            Some(SendFailure::Transient(why)) => {
+                let attempts = item.attempts + 1;
+                let give_up = backoff(attempts) * attempts as i32 > GIVE_UP_AFTER;
+                g.store
+                    .outbox_retry(item.id, now + backoff(attempts), &why, give_up)
+                    .await?;
+            }
+        }
     }
     Ok(items.len())
-}
-
-/// Polls every future of `futures` until all are ready; their outputs in order. (The few lines
-/// of `futures::future::join_all` this crate needs, without the crate.)
-async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
-    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if out.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *out = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
-}
-
-/// Sends one outbox item to every domain it is for and records the outcome. The outcome is
-/// recorded only after the send: a crash in between sends it again, which the receiver's Seen
-/// dedupe (Message-ID and recipients) turns into a harmless "already received".
-async fn outbox_item(g: &Gestore, item: &OutboxItem, now: DateTime<Utc>) -> anyhow::Result<()> {
-    let mut by_domain: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for r in &item.rcpts {
-        let d = domain_of(r).unwrap_or_default().to_ascii_lowercase();
-        by_domain.entry(d).or_default().push(r.clone());
-    }
-    let mut failure: Option<SendFailure> = None;
-    let mut replies = Vec::new();
-    for (domain, rcpts) in by_domain {
-        if g.config.is_local_domain(&domain) {
-            // Our own domain: the reception point, in-process (RFC 6109 §3.4: same processing).
-            match reception_point::receive(g, &item.mail_from, &rcpts, &item.raw).await {
-                Ok(Received::Refused(why)) => {
-                    failure = Some(SendFailure::Permanent(why));
-                }
-                Ok(_) => replies.push(format!("{domain}: local")),
-                Err(e) => failure = Some(SendFailure::Transient(format!("{e:#}"))),
-            }
-        } else {
-            match send_remote(g, &domain, item, &rcpts).await {
-                Ok(reply) => replies.push(format!("{domain}: {reply}")),
-                Err(f) => failure = Some(f),
-            }
-        }
-    }
-    match failure {
-        None => g.store.outbox_done(item.id, &replies.join("; ")).await?,
-        Some(SendFailure::Permanent(why)) => {
-            g.store.outbox_retry(item.id, now, &why, true).await?;
-        }
-        Some(SendFailure::Transient(why)) => {
-            let attempts = item.attempts + 1;
-            let give_up = backoff(attempts) * attempts as i32 > GIVE_UP_AFTER;
-            g.store
-                .outbox_retry(item.id, now + backoff(attempts), &why, give_up)
-                .await?;
-        }
-    }
-    Ok(())
 }
 
 /// One pass over the due timers (RFC 6109 §3.1.6; digest §12). Returns how many fired.
