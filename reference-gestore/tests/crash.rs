@@ -89,6 +89,18 @@ async fn wait_quiet(stores: &[&SqliteStore]) {
     }
 }
 
+/// Says how much work the crash left (shown with `--nocapture`): what the restart must finish.
+async fn report_in_flight(dir: &Path) {
+    let far = chrono::Utc::now() + chrono::Duration::days(1);
+    for g in ["a", "b"] {
+        let s = SqliteStore::open(&dir.join(format!("gestore-{g}/gestore.db")))
+            .await
+            .unwrap();
+        let pending = s.due_outbox(far, 1000).await.unwrap().len();
+        eprintln!("after kill -9: gestore {g} has {pending} outbox items pending");
+    }
+}
+
 /// Asserts that every message in `accepted` (client Message-IDs) has exactly one receipt of each
 /// kind and one envelope, and nothing exists for any other message.
 async fn assert_exactly_once(dir: &Path, dev: &Dev, accepted: &[String]) {
@@ -143,6 +155,7 @@ async fn kill9_right_after_the_last_submission_loses_and_doubles_nothing() {
     // At once after the last 250: the envelopes and receipts are still in flight.
     kill9(dev);
     let _ = py.wait();
+    report_in_flight(tmp.path()).await;
 
     let dev = start_dev(tmp.path(), 2, &[]);
     let accepted: Vec<String> = (0..N)
@@ -171,6 +184,7 @@ async fn kill9_in_the_middle_of_delivery_loses_and_doubles_nothing() {
     }
     kill9(dev);
     drop(store);
+    report_in_flight(tmp.path()).await;
     // The submitter may have been cut off mid-way: what it saw accepted must be delivered; what
     // the provider committed without the client seeing the 250 must be delivered too.
     let out = py.wait_with_output().unwrap();
@@ -220,4 +234,47 @@ async fn an_ordinary_message_without_message_id_sent_twice_is_wrapped_once() {
         .await
         .unwrap();
     assert_eq!(t.mailbox(0, &bob).await.len(), 2);
+}
+
+/// The window the kill -9 tests hit only by chance, made certain: a provider crashed after the
+/// peer's 250 and before marking the outbox item done, so after the restart it sends the same
+/// envelope, and the same receipt, again. The receiver answers 250 and keeps nothing twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_envelope_and_a_receipt_sent_again_after_a_crash_are_kept_once() {
+    let t = Topo::start(2, |_, _| {}).await;
+    let (alice, bob) = (t.user(0, 0), t.user(1, 1));
+    t.submit(
+        0,
+        &alice,
+        &[&bob],
+        &plain_message(&alice, &[&bob], &[], "reinvio", ""),
+    )
+    .await
+    .unwrap();
+    let envelope = t.wait(1, &bob, &["posta-certificata"]).await.remove(0);
+    let consegna = t
+        .wait(0, &alice, &["accettazione", "avvenuta-consegna"])
+        .await
+        .into_iter()
+        .find(|m| m.kind == "avvenuta-consegna")
+        .unwrap();
+    t.settle().await;
+
+    let again = t.inject(1, &alice, &[&bob], &envelope.raw).await.unwrap();
+    assert_eq!(again.delivered(), vec![bob.as_str()]);
+    let again = t
+        .inject(0, &t.service(1), &[&alice], &consegna.raw)
+        .await
+        .unwrap();
+    assert_eq!(again.delivered(), vec![alice.as_str()]);
+    t.settle().await;
+
+    let count = |v: &[StoredMessage], k: &str| v.iter().filter(|m| m.kind == k).count();
+    let inbox_bob = t.mailbox(1, &bob).await;
+    let inbox_alice = t.mailbox(0, &alice).await;
+    let service = t.mailbox(0, &t.service(0)).await;
+    assert_eq!(count(&inbox_bob, "posta-certificata"), 1);
+    assert_eq!(inbox_bob.len(), 1);
+    assert_eq!(count(&inbox_alice, "avvenuta-consegna"), 1);
+    assert_eq!(count(&service, "presa-in-carico"), 1);
 }
