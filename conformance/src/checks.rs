@@ -709,12 +709,27 @@ impl Verifier<'_> {
         let subject = self.msg.header("Subject").unwrap_or("").to_string();
         let prefix = k.subject_prefix();
         let alt = prefix.replace("SUP. ", "SUP.  ");
-        if subject.starts_with(prefix) || subject.starts_with(&alt) {
+        let has_prefix = |s: &str| s.starts_with(prefix) || s.starts_with(&alt);
+        // digest §14.6: mailing lists and filters put tags such as `[Osst-users] [SPAM]` before
+        // the prefix. The Subject is not signed, so a tagged prefix is worth knowing, not a fault.
+        let untagged = strip_subject_tags(&subject);
+        if has_prefix(&subject) {
             self.push(
                 "headers.subject-prefix",
                 Verdict::Pass,
                 SUBJ,
                 format!("\"{}\"", prefix.trim_end()),
+            );
+        } else if untagged.len() < subject.len() && has_prefix(untagged) {
+            self.push(
+                "headers.subject-prefix",
+                Verdict::Warn,
+                "RFC 6109 App. A; digest §5.12, §14.6",
+                format!(
+                    "\"{}\" follows tags added on the way: \"{}\"",
+                    prefix.trim_end(),
+                    subject[..subject.len() - untagged.len()].trim_end()
+                ),
             );
         } else {
             self.push(
@@ -955,11 +970,21 @@ impl Verifier<'_> {
         const LAYOUT: &str = "RFC 6109 §2.1, §4.3, §4.3.1; digest §4.1, §4.3";
         let mut problems = Vec::new();
         let ct = self.msg.header("Content-Type");
-        let top = mime::media_type(ct);
+        // digest §14.6: a list may re-wrap the signed entity; then that entity is what is judged
+        // (message.wrapped says so), not the list's multipart/mixed around it.
+        let (top, protocol) = match &self.msg.signed {
+            Some(s) if self.msg.wrapped && !s.opaque => {
+                ("multipart/signed".to_string(), s.protocol.clone())
+            }
+            _ => (
+                mime::media_type(ct),
+                ct.and_then(|c| mime::param(c, "protocol")),
+            ),
+        };
         if top != "multipart/signed" {
             problems.push(format!("top-level type is {top}, not multipart/signed"));
-        } else if let Some(ct) = ct {
-            match mime::param(ct, "protocol").map(|p| p.to_ascii_lowercase()) {
+        } else {
+            match protocol.map(|p| p.to_ascii_lowercase()) {
                 Some(p)
                     if p == "application/pkcs7-signature"
                         || p == "application/x-pkcs7-signature" => {}
@@ -1273,6 +1298,18 @@ impl Verifier<'_> {
             );
         }
     }
+}
+
+/// `subject` without the leading `[tag]` groups that lists and filters add (digest §14.6).
+fn strip_subject_tags(subject: &str) -> &str {
+    let mut s = subject.trim_start();
+    while let Some(rest) = s.strip_prefix('[') {
+        match rest.find(']') {
+            Some(end) => s = rest[end + 1..].trim_start(),
+            None => break,
+        }
+    }
+    s
 }
 
 /// Whether a part carries file name `name` (case-insensitive).

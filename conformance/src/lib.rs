@@ -1,11 +1,18 @@
-//! PEC conformance: offline verification of single messages (`verify`) and, later, the scenario runner.
+//! PEC conformance: offline verification of single messages (`verify`) and the scenario runner.
 //!
 //! - [`checks`]: every check of one message, each with an id and the rule it implements;
 //! - [`dtd`]: our own validator for the daticert DTD (refuses entities, fetches nothing);
 //! - [`mime`]: minimal reading of the signed entity as written;
-//! - [`report`]: verdicts, human text and the JSON schema of `conformance/README.md`.
+//! - [`report`]: verdicts, human text and the JSON schema of `conformance/README.md`;
+//! - [`scenario`], [`topology`], [`craft`], [`runner`], [`run_report`]: `pec-conformance run`, the
+//!   scenario runner between gestori and its reports.
 
 pub mod checks;
+pub mod craft;
 pub mod dtd;
 pub mod mime;
 pub mod report;
+pub mod run_report;
+pub mod runner;
+pub mod scenario;
+pub mod topology;

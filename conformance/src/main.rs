@@ -24,7 +24,7 @@ enum Command {
         /// Trust anchors: a PEM bundle or a folder of PEM files (without it signature.chain is skipped).
         #[arg(long, value_name = "PEM|DIR")]
         trust: Option<PathBuf>,
-        /// Check chain and validity at this time (RFC 3339), e.g. the message's own date.
+        /// Check chain and validity at this time (RFC 3339), e.g. the message's own date; default: now.
         #[arg(long, value_name = "RFC3339")]
         at: Option<String>,
         /// Output format.
@@ -34,6 +34,8 @@ enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<String>,
     },
+    /// Run the scenario catalog between gestori and write reports (see scenarios/README.md).
+    Run(pec_conformance::runner::RunArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -44,12 +46,15 @@ enum Format {
 
 fn main() {
     let cli = Cli::parse();
-    let Command::Verify {
-        trust,
-        at,
-        format,
-        files,
-    } = cli.command;
+    let (trust, at, format, files) = match cli.command {
+        Command::Run(args) => std::process::exit(pec_conformance::runner::main_run(&args)),
+        Command::Verify {
+            trust,
+            at,
+            format,
+            files,
+        } => (trust, at, format, files),
+    };
     let mut cfg = VerifyConfig::default();
     if let Some(p) = trust {
         match load_trust(&p) {

@@ -556,3 +556,127 @@ fn daticert_mutations_name_their_check() {
         assert_eq!(verdict(&f, id), "pass", "{id}: {f:#}");
     }
 }
+
+/// A real message `verify` was never developed against (digest [S-NAMIRIAL], kept back from the
+/// shared samples): a Namirial transport envelope of Dec 2024, re-wrapped by Mailman into a
+/// `multipart/mixed` and subject-tagged `[Osst-users] [SPAM]` (digest §14.6). Unaltered inside.
+#[test]
+fn unseen_real_namirial_envelope_through_a_mailing_list() {
+    let name = "namirial-2024_busta-trasporto_via-mailing-list.eml";
+    let agid = reference().join("agid-ca1_intermediate.pem");
+    let (code, f, _) = verify_json(
+        &[
+            "--trust",
+            agid.to_str().unwrap(),
+            "--at",
+            "2024-12-05T00:00:00Z",
+        ],
+        &eml(name),
+    );
+    assert_eq!(f["kind"], "posta-certificata");
+    assert_eq!(f["wrapped"], true);
+    assert_eq!(f["digest"], "sha1");
+    assert_eq!(
+        f["signer"]["email"], "posta-certificata@sicurezzapostale.it",
+        "{f:#}"
+    );
+    for id in [
+        "signature.present",
+        "signature.integrity",
+        "signature.chain",
+        "signature.validity",
+        "signature.signer-from",
+        "daticert.dtd",
+        "daticert.tipo-header",
+        "daticert.identificativo",
+        "daticert.msgid",
+        "daticert.date-zone",
+        "headers.from",
+        "headers.destinatari",
+        "mime.layout",
+        "mime.parts",
+        "mime.charset",
+        "postacert.msgid-swap",
+    ] {
+        assert_eq!(verdict(&f, id), "pass", "{id}: {f:#}");
+    }
+    // The list's changes are outside the signature: worth knowing, not faults (digest §14.6).
+    for id in [
+        "message.wrapped",
+        "headers.subject-prefix",
+        "signature.digest",
+        "mime.lf-normalised",
+    ] {
+        assert_eq!(verdict(&f, id), "warn", "{id}: {f:#}");
+    }
+    assert_eq!(code, 0, "{f:#}");
+
+    // Without the AgID anchor the chain is skipped, and nothing else changes.
+    let (_, f, _) = verify_json(&["--at", "2024-12-05T00:00:00Z"], &eml(name));
+    assert_eq!(verdict(&f, "signature.chain"), "skip");
+    assert_eq!(verdict(&f, "signature.integrity"), "pass");
+    // Judged after the certificate expired (2026-09-27), validity fails: exit 1, never 2.
+    let (code, f, _) = verify_json(&["--at", "2026-10-01T00:00:00Z"], &eml(name));
+    assert_eq!(verdict(&f, "signature.validity"), "fail", "{f:#}");
+    assert_eq!(code, 1);
+}
+
+/// A tag before the subject prefix warns; a missing prefix still fails.
+#[test]
+fn subject_tags_before_the_prefix_warn_but_a_missing_prefix_fails() {
+    let src = read(ARUBA[1].0);
+    let dir = tempfile::tempdir().unwrap();
+    let tagged = src.replacen(
+        "Subject: ACCETTAZIONE: ",
+        "Subject: [lista] ACCETTAZIONE: ",
+        1,
+    );
+    assert_ne!(tagged, src);
+    let (_, f, _) = verify_json(&[], &write_tmp(&dir, "t.eml", tagged.as_bytes()));
+    assert_eq!(verdict(&f, "headers.subject-prefix"), "warn", "{f:#}");
+    let missing = src.replacen("Subject: ACCETTAZIONE: ", "Subject: [lista] ", 1);
+    let (_, f, _) = verify_json(&[], &write_tmp(&dir, "m.eml", missing.as_bytes()));
+    assert_eq!(verdict(&f, "headers.subject-prefix"), "fail", "{f:#}");
+}
+
+/// A real Aruba non-delivery notice of Sep 2026 (anonymised by its collector, so the content no
+/// longer matches the signature), a kind with no other real sample: read completely, the altered
+/// content named by signature.integrity, the chain still checked, never exit 2.
+#[test]
+fn unseen_real_aruba_non_delivery_notice() {
+    let name = "sanitized-2026_mancata-consegna_aruba_pmm.eml";
+    let agid = reference().join("agid-ca1_intermediate.pem");
+    let (code, f, _) = verify_json(
+        &[
+            "--trust",
+            agid.to_str().unwrap(),
+            "--at",
+            "2026-09-19T14:00:00Z",
+        ],
+        &eml(name),
+    );
+    assert_eq!(f["kind"], "errore-consegna");
+    assert_eq!(f["digest"], "sha256");
+    assert_eq!(verdict(&f, "signature.integrity"), "fail", "{f:#}");
+    for id in [
+        "signature.present",
+        "signature.chain",
+        "signature.validity",
+        "signature.digest",
+        "signature.signer-from",
+        "daticert.dtd",
+        "daticert.tipo-header",
+        "daticert.identificativo",
+        "daticert.msgid",
+        "daticert.date-zone",
+        "headers.subject-prefix",
+        "headers.from",
+        "mime.layout",
+        "mime.parts",
+        "mime.charset",
+        "mime.lf-normalised",
+    ] {
+        assert_eq!(verdict(&f, id), "pass", "{id}: {f:#}");
+    }
+    assert_eq!(code, 1);
+}

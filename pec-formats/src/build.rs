@@ -465,8 +465,14 @@ fn text_time(t: DateTime<Utc>) -> String {
 fn header(name: &str, value: &str) -> Vec<u8> {
     let value = value.replace(['\r', '\n'], " ");
     // RFC 2047 §5(1): the ASCII words before the first non-ASCII one stay literal (so the
-    // subject prefix is readable as is), the rest becomes encoded-words.
-    let value = match value.split(' ').position(|w| !w.is_ascii()) {
+    // subject prefix is readable as is), the rest becomes encoded-words. In Subject a literal
+    // word that contains `=?` could read as an encoded-word and be decoded by the recipient
+    // (RFC 2047 §6.1), changing the oggetto: from it on, the text is encoded too.
+    let looks_encoded = |w: &str| name.eq_ignore_ascii_case("Subject") && w.contains("=?");
+    let value = match value
+        .split(' ')
+        .position(|w| !w.is_ascii() || looks_encoded(w))
+    {
         None => value,
         Some(first) => {
             let words: Vec<&str> = value.split(' ').collect();

@@ -263,6 +263,37 @@ impl TestCa {
         Ok((key, b.build()))
     }
 
+    /// Issues a time-stamping authority certificate (RFC 3161 §2.3: extendedKeyUsage timeStamping
+    /// only, critical) named `common_name`, for the daily seals of the message log (digest §11).
+    pub fn issue_tsa(&self, common_name: &str) -> Result<(PKey<Private>, X509), SmimeError> {
+        if common_name.trim().is_empty() {
+            return Err(SmimeError::Material("empty TSA common name".into()));
+        }
+        let key = new_key()?;
+        let subject = name(&[("C", "IT"), ("O", "PEC Testbed"), ("CN", common_name)])?;
+        let (nb, na) = default_validity();
+        let mut b = base_builder(&subject, self.cert.subject_name(), &key, nb, na)?;
+        b.append_extension(
+            KeyUsage::new()
+                .critical()
+                .digital_signature()
+                .non_repudiation()
+                .build()?,
+        )?;
+        // RFC 3161 §2.3: "The corresponding certificate MUST contain only one instance of the
+        // extended key usage field extension ... with KeyPurposeID having value id-kp-timeStamping.
+        // This extension MUST be critical."
+        b.append_extension(ExtendedKeyUsage::new().critical().time_stamping().build()?)?;
+        let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(Some(&self.cert), None))?;
+        b.append_extension(ski)?;
+        let aki = AuthorityKeyIdentifier::new()
+            .keyid(true)
+            .build(&b.x509v3_context(Some(&self.cert), None))?;
+        b.append_extension(aki)?;
+        b.sign(&self.key, MessageDigest::sha256())?;
+        Ok((key, b.build()))
+    }
+
     /// Writes `ca.key` and `ca.pem` into `dir`.
     pub fn write_to(&self, dir: &Path) -> Result<(), SmimeError> {
         write_file(dir, "ca.key", &self.key.private_key_to_pem_pkcs8()?, true)?;

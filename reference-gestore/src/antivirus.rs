@@ -111,9 +111,18 @@ async fn clamd_instream<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// The built-in scanner: the raw bytes, then every MIME part decoded (recursively, bounded by
-/// mail-parser's own nesting limit).
+/// How deep the built-in scanner follows attached messages (an envelope's postacert.eml holds the
+/// user's message, which may itself attach messages).
+const MAX_NESTING: usize = 8;
+
+/// The built-in scanner: the raw bytes, then every MIME part decoded, and attached messages
+/// (`message/rfc822`, such as an envelope's postacert.eml) scanned the same way, recursively up to
+/// [`MAX_NESTING`] levels.
 pub fn builtin_scan(message: &[u8]) -> Verdict {
+    scan_nested(message, MAX_NESTING)
+}
+
+fn scan_nested(message: &[u8], depth: usize) -> Verdict {
     let signatures: [(&str, Vec<u8>); 2] = [
         ("Pec-Test.EICAR", eicar()),
         ("Pec-Test.Marker", TEST_MARKER.as_bytes().to_vec()),
@@ -134,6 +143,12 @@ pub fn builtin_scan(message: &[u8]) -> Verdict {
         let found = match &part.body {
             mail_parser::PartType::Binary(b) | mail_parser::PartType::InlineBinary(b) => hit(b),
             mail_parser::PartType::Text(t) | mail_parser::PartType::Html(t) => hit(t.as_bytes()),
+            mail_parser::PartType::Message(m) if depth > 0 => {
+                match scan_nested(m.raw_message(), depth - 1) {
+                    Verdict::Clean => None,
+                    v => Some(v),
+                }
+            }
             mail_parser::PartType::Message(m) => hit(m.raw_message()),
             mail_parser::PartType::Multipart(_) => None,
         };
@@ -169,6 +184,18 @@ mod tests {
         );
         assert_eq!(
             builtin_scan(&with_attachment(&eicar())),
+            Verdict::Infected("Pec-Test.EICAR".into())
+        );
+        // An infected attachment inside an attached message (an envelope's postacert.eml).
+        let inner = String::from_utf8(with_attachment(&eicar())).unwrap();
+        let outer = format!(
+            "From: p@x\r\nSubject: e\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=\"o\"\r\n\r\n--o\r\n\
+             Content-Type: text/plain\r\n\r\nenvelope\r\n--o\r\n\
+             Content-Type: message/rfc822; name=\"postacert.eml\"\r\n\r\n{inner}\r\n--o--\r\n"
+        );
+        assert_eq!(
+            builtin_scan(outer.as_bytes()),
             Verdict::Infected("Pec-Test.EICAR".into())
         );
         let marked = format!("prefix {TEST_MARKER} suffix");

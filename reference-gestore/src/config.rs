@@ -51,6 +51,9 @@ pub struct Config {
     /// Mailboxes created at start if missing (dev and tests; `pec-gestore admin` manages the rest).
     #[serde(default)]
     pub mailboxes: Vec<MailboxConfig>,
+    /// The message log: daily seals and retention (digest §11; registro.rs).
+    #[serde(default)]
+    pub log: crate::registro::LogConfig,
 }
 
 /// Who the provider is.
@@ -389,6 +392,10 @@ impl Config {
         fix(&mut self.directory);
         self.trust.iter_mut().for_each(fix);
         fix(&mut self.store.sqlite);
+        if let Some(t) = &mut self.log.tsa_local {
+            fix(&mut t.cert);
+            fix(&mut t.key);
+        }
     }
 
     /// Whether `domain` is one of ours (case-insensitive).

@@ -113,6 +113,10 @@ pub fn prepare(dir: &Path, n: usize, test_addresses: bool) -> anyhow::Result<Dev
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let ca = TestCa::generate("PEC Test CA (dev)")?;
     ca.write_to(dir)?;
+    // The built-in TSA that seals the message log every day (digest §11; registro.rs).
+    let (tsa_key, tsa_cert) = ca.issue_tsa("PEC Test TSA (dev)")?;
+    write(&dir.join("tsa.key"), &tsa_key.private_key_to_pem_pkcs8()?)?;
+    write(&dir.join("tsa.pem"), &tsa_cert.to_pem()?)?;
     let mut instances = Vec::new();
     let mut directory = Directory::default();
     for i in 0..n {
@@ -184,6 +188,7 @@ pub fn prepare(dir: &Path, n: usize, test_addresses: bool) -> anyhow::Result<Dev
              store: {{ sqlite: gestore.db }}\n\
              routes:\n{routes}\
              profile: {{ test_addresses: {test_addresses} }}\n\
+             log: {{ tsa_local: {{ cert: ../tsa.pem, key: ../tsa.key }} }}\n\
              mailboxes:\n{mailboxes}",
             name = inst.name,
             domain = inst.domain,

@@ -16,6 +16,7 @@ pub mod outbound;
 pub mod password;
 pub mod pop3;
 pub mod reception_point;
+pub mod registro;
 pub mod smtp;
 pub mod store;
 pub mod timers;

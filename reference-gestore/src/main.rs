@@ -51,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         what: AdminWhat,
     },
+    /// The message log (registro): verify, extract, purge. Exit 0 ok, 1 tampering/refused, 2 unusable.
+    Log {
+        #[command(subcommand)]
+        what: reference_gestore::registro::LogCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -178,6 +183,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for i in running {
                 i.stop().await;
             }
+        }
+        Command::Log { what } => {
+            // Exit codes of its own: 0 ok, 1 tampering found or request refused, 2 unusable.
+            std::process::exit(reference_gestore::registro::cli(what).await.into())
         }
     }
     Ok(())

@@ -281,6 +281,35 @@ async fn receipt(
         vec![],
         &v.provider.name,
     ));
+    // RFC 6109 §2.2.2, §3.2.4: the sending provider turns the virus notice into the avviso di
+    // mancata consegna per virus for its user. The notice is signed by a provider of the directory,
+    // so it is honoured also for a transaction this store no longer tracks (e.g. after the 24h
+    // closure), as long as the sender is one of our users.
+    let consegna = d.dati.consegna.clone().unwrap_or_default();
+    let mut virus_rcpt = None;
+    if v.kind == Kind::RilevazioneVirus && g.is_local(&c.mittente) {
+        let p = g.provider();
+        let virus = d
+            .dati
+            .errore_esteso
+            .clone()
+            .unwrap_or_else(|| "virus".into());
+        let rcpt = if consegna.is_empty() {
+            d.dati.ricezione.first().cloned().unwrap_or_default()
+        } else {
+            consegna.clone()
+        };
+        let n = build::mancata_consegna_virus(&p, &c, &rcpt, &virus)
+            .context("mancata consegna per virus")?;
+        batch.push(Op::Deliver {
+            mailbox: c.mittente.clone(),
+            folder: "INBOX".into(),
+            raw: n.raw,
+            kind: Kind::MancataConsegnaVirus.id().into(),
+            message_id: Some(n.message_id),
+        });
+        virus_rcpt = Some(rcpt);
+    }
     let ours = g.store.recipients(&id).await?;
     if ours.is_empty() {
         return Ok(()); // Not a transaction of ours: delivered, nothing to move on.
@@ -306,7 +335,6 @@ async fn receipt(
             });
         }
     };
-    let consegna = d.dati.consegna.clone().unwrap_or_default();
     match v.kind {
         // RFC 6109 §3.1.6: a presa in carico stops the 12h notice for the recipients it covers.
         Kind::PresaInCarico => {
@@ -321,29 +349,9 @@ async fn receipt(
             set(batch, &consegna, RecipientState::Errore, true)
         }
         Kind::RilevazioneVirus => {
-            // RFC 6109 §2.2.2, §3.2.4: the sending provider turns the virus notice into the avviso
-            // di mancata consegna per virus for its user.
-            let p = g.provider();
-            let virus = d
-                .dati
-                .errore_esteso
-                .clone()
-                .unwrap_or_else(|| "virus".into());
-            let rcpt = if consegna.is_empty() {
-                d.dati.ricezione.first().cloned().unwrap_or_default()
-            } else {
-                consegna.clone()
-            };
-            let n = build::mancata_consegna_virus(&p, &c, &rcpt, &virus)
-                .context("mancata consegna per virus")?;
-            batch.push(Op::Deliver {
-                mailbox: c.mittente.clone(),
-                folder: "INBOX".into(),
-                raw: n.raw,
-                kind: Kind::MancataConsegnaVirus.id().into(),
-                message_id: Some(n.message_id),
-            });
-            set(batch, &rcpt, RecipientState::Errore, true);
+            if let Some(rcpt) = &virus_rcpt {
+                set(batch, rcpt, RecipientState::Errore, true);
+            }
         }
         _ => {}
     }

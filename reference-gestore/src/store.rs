@@ -539,7 +539,10 @@ const SCHEMA: &[&str] = &[
         recipients TEXT NOT NULL,
         subject TEXT NOT NULL,
         related TEXT NOT NULL,
-        provider TEXT NOT NULL)",
+        provider TEXT NOT NULL,
+        prev TEXT NOT NULL DEFAULT '',
+        hash TEXT NOT NULL DEFAULT '',
+        canon TEXT NOT NULL DEFAULT '')",
 ];
 
 /// The embedded SQLite store (WAL, `synchronous=FULL`: a commit is on disk before SMTP says 250).
@@ -593,12 +596,16 @@ impl SqliteStore {
             .connect_with(opts)
             .await
             .map_err(db("open"))?;
-        for stmt in SCHEMA {
+        for stmt in SCHEMA.iter().chain(crate::registro::SCHEMA) {
             sqlx::query(*stmt)
                 .execute(&pool)
                 .await
                 .map_err(db("schema"))?;
         }
+        // Digest §11: a log written before the hash chain gets its columns and links.
+        crate::registro::migrate(&pool)
+            .await
+            .map_err(db("log migration"))?;
         Ok(SqliteStore {
             pool,
             changes: std::sync::Arc::new(watch::channel(0).0),
@@ -607,6 +614,11 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// The connection pool (the message log's own queries, registro.rs).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// Wakes every [`Store::changes`] receiver.
     fn changed(&self) {
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
@@ -811,22 +823,10 @@ impl Store for SqliteStore {
                     .map_err(db("virus store"))?;
                 }
                 Op::Log(r) => {
-                    sqlx::query(
-                        "INSERT INTO log
-                         (at, event, msgid, sender, recipients, subject, related, provider)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(at)
-                    .bind(&r.event)
-                    .bind(&r.msgid)
-                    .bind(&r.sender)
-                    .bind(json_list(&r.recipients))
-                    .bind(&r.subject)
-                    .bind(json_list(&r.related))
-                    .bind(&r.provider)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("log"))?;
+                    // Digest §11: chained by hash inside this same transaction (registro.rs).
+                    crate::registro::append(&mut tx, at, &r)
+                        .await
+                        .map_err(db("log"))?;
                 }
             }
         }

@@ -196,6 +196,10 @@ pub async fn run(g: Arc<Gestore>, mut shutdown: watch::Receiver<bool>) {
             Ok(n) => busy |= n > 0,
             Err(e) => tracing::error!("timers: {e:#}"),
         }
+        // Digest §11: seal every past, unsealed day of the message log.
+        if let Err(e) = crate::registro::seal_pass(&g.store, &g.config.log, g.clock.now()).await {
+            tracing::error!("registro: {e:#}");
+        }
         if busy {
             continue;
         }

@@ -1,0 +1,615 @@
+//! A scenario's topology: reference gestori embedded in this process (each scenario in its own
+//! temporary folder, on loopback, sharing one [`ManualClock`]), the links between them (every
+//! provider-to-provider path goes through a small SMTP relay of the runner, so a scenario can take
+//! a link down or drop messages of some kinds), a sink for ordinary (non-PEC) mail, and the
+//! description of a third-party gestore under test (`--target FILE`).
+
+use crate::scenario::{GestoreSpec, LinkState, MailboxSpec, Scenario};
+use anyhow::Context;
+use reference_gestore::clock::ManualClock;
+use reference_gestore::config::{Config, MailboxConfig};
+use reference_gestore::dev;
+use reference_gestore::instance::Instance;
+use reference_gestore::smtp::Reply;
+use reference_gestore::smtp::client::{ClientTls, SmtpClient, Timeouts};
+use reference_gestore::smtp::server::{self, Handler, Mode, SessionConfig, SessionInfo};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// The local part that names a gestore's service address in a scenario mailbox.
+pub const SERVICE_USER: &str = "service";
+
+/// The classification of a message by its PEC headers (digest §5.12, §5.13; never by subject:
+/// digest §5.12): the kind id, or `ordinary` for a message without them.
+pub fn kind_by_headers(raw: &[u8]) -> &'static str {
+    let end = find(raw, b"\r\n\r\n")
+        .or_else(|| find(raw, b"\n\n"))
+        .unwrap_or(raw.len());
+    let head = String::from_utf8_lossy(&raw[..end]);
+    // Unfold (RFC 5322 §2.2.3) and split into fields.
+    let unfolded = head
+        .replace("\r\n", "\n")
+        .replace("\n ", " ")
+        .replace("\n\t", " ");
+    let field = |name: &str| -> Option<String> {
+        unfolded.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_ascii_lowercase())
+        })
+    };
+    let virus = field("X-VerificaSicurezza").is_some_and(|v| v == "errore");
+    if let Some(r) = field("X-Ricevuta") {
+        // RFC 6109 Appendix A: X-Ricevuta values; X-VerificaSicurezza tells the virus variants.
+        return match (r.as_str(), virus) {
+            ("accettazione", _) => "accettazione",
+            ("non-accettazione", true) => "non-accettazione-virus",
+            ("non-accettazione", false) => "non-accettazione",
+            ("presa-in-carico", _) => "presa-in-carico",
+            ("avvenuta-consegna", _) => "avvenuta-consegna",
+            ("errore-consegna", true) => "errore-consegna-virus",
+            ("errore-consegna", false) => "errore-consegna",
+            ("preavviso-errore-consegna", _) => "preavviso-errore-consegna",
+            ("rilevazione-virus", _) => "rilevazione-virus",
+            _ => "ordinary",
+        };
+    }
+    match field("X-Trasporto").as_deref() {
+        // RFC 6109 §3.1.5, §3.2.2.
+        Some("posta-certificata") => "posta-certificata",
+        Some("errore") => "anomalia",
+        _ => "ordinary",
+    }
+}
+
+/// The first position of `needle` in `hay`.
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The state of one link, shared with its relay.
+#[derive(Debug, Default)]
+pub struct LinkControl {
+    /// Up or down.
+    pub state: Mutex<(LinkState, Vec<String>)>,
+    /// Messages dropped: (kind, raw).
+    pub dropped: Mutex<Vec<(String, Vec<u8>)>>,
+}
+
+/// The relay of one link: a provider's inbound as seen from another provider.
+struct LinkRelay {
+    control: Arc<LinkControl>,
+    /// The receiving gestore's inbound, known once it has started.
+    target: Arc<std::sync::OnceLock<SocketAddr>>,
+    roots: rustls::RootCertStore,
+}
+
+impl LinkRelay {
+    fn state(&self) -> (LinkState, Vec<String>) {
+        self.control
+            .state
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+}
+
+fn timeouts() -> Timeouts {
+    Timeouts {
+        connect: std::time::Duration::from_secs(10),
+        command: std::time::Duration::from_secs(60),
+        data: std::time::Duration::from_secs(120),
+    }
+}
+
+impl Handler for LinkRelay {
+    async fn authenticate(&self, _user: &str, _password: &str) -> bool {
+        false
+    }
+    async fn mail_from(&self, _info: &SessionInfo, _from: &str) -> Reply {
+        Reply::sender_ok("ok")
+    }
+    async fn rcpt_to(&self, _info: &SessionInfo, _rcpt: &str) -> Reply {
+        match self.state().0 {
+            // A transient refusal: the sender keeps the message queued (RFC 5321 §4.2.5).
+            LinkState::Down => Reply::new(451, [4, 4, 1], "link down (runner fault)"),
+            LinkState::Up => Reply::new(250, [2, 1, 5], "ok"),
+        }
+    }
+    async fn data(
+        &self,
+        _info: &SessionInfo,
+        from: &str,
+        rcpts: &[String],
+        message: Vec<u8>,
+    ) -> Reply {
+        let (state, drop) = self.state();
+        if state == LinkState::Down {
+            return Reply::new(451, [4, 4, 1], "link down (runner fault)");
+        }
+        let Some(target) = self.target.get().copied() else {
+            return Reply::new(451, [4, 4, 0], "relay: the receiving gestore is not up yet");
+        };
+        let kind = kind_by_headers(&message);
+        if drop.iter().any(|k| k == kind) {
+            if let Ok(mut d) = self.control.dropped.lock() {
+                d.push((kind.to_string(), message));
+            }
+            return Reply::ok("accepted and dropped (runner fault)");
+        }
+        let tls = ClientTls::starttls(self.roots.clone(), "127.0.0.1");
+        let result = async {
+            let mut c = SmtpClient::connect_with(target, tls, timeouts()).await?;
+            c.ehlo("runner.test").await?;
+            c.starttls().await?;
+            c.ehlo("runner.test").await?;
+            let to: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+            let r = c.send(from, &to, &message).await?;
+            let _ = c.quit().await;
+            Ok::<_, reference_gestore::smtp::client::ClientError>(r)
+        }
+        .await;
+        match result {
+            Ok(r) => match (&r.data, r.refused().first()) {
+                (Some(d), _) => d.clone(),
+                (None, Some(refused)) => refused.reply.clone(),
+                (None, None) => Reply::new(451, [4, 4, 0], "relay: no reply"),
+            },
+            Err(reference_gestore::smtp::client::ClientError::Rejected { reply, .. }) => reply,
+            Err(e) => Reply::new(451, [4, 4, 0], format!("relay: {e}")),
+        }
+    }
+}
+
+/// Ordinary mail received by the sink: (recipient, raw).
+pub type SinkBox = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// The sink for ordinary recipients: accepts everything.
+struct Sink(SinkBox);
+
+impl Handler for Sink {
+    async fn authenticate(&self, _user: &str, _password: &str) -> bool {
+        false
+    }
+    async fn mail_from(&self, _info: &SessionInfo, _from: &str) -> Reply {
+        Reply::sender_ok("ok")
+    }
+    async fn rcpt_to(&self, _info: &SessionInfo, _rcpt: &str) -> Reply {
+        Reply::new(250, [2, 1, 5], "ok")
+    }
+    async fn data(
+        &self,
+        _info: &SessionInfo,
+        _from: &str,
+        rcpts: &[String],
+        message: Vec<u8>,
+    ) -> Reply {
+        if let Ok(mut b) = self.0.lock() {
+            for r in rcpts {
+                b.push((r.to_ascii_lowercase(), message.clone()));
+            }
+        }
+        Reply::ok("queued")
+    }
+}
+
+/// One reference gestore of a running topology.
+pub struct RunningGestore {
+    /// Its name in the scenario.
+    pub name: String,
+    /// Its PEC domain.
+    pub domain: String,
+    /// Its service address (From of notices, mailReceipt).
+    pub service_address: String,
+    /// The running instance.
+    pub instance: Instance,
+}
+
+/// A running topology.
+pub struct Topology {
+    /// The reference gestori by scenario name.
+    pub gestori: BTreeMap<String, RunningGestore>,
+    /// The links (from, to) → control.
+    pub links: BTreeMap<(String, String), Arc<LinkControl>>,
+    /// Ordinary mail received.
+    pub sink: SinkBox,
+    /// The shared clock.
+    pub clock: Arc<ManualClock>,
+    /// The test CA (PEM file) of the topology.
+    pub ca_pem: PathBuf,
+    /// TLS roots with the test CA.
+    pub roots: rustls::RootCertStore,
+    shutdown: watch::Sender<bool>,
+    tasks: tokio::task::JoinSet<()>,
+    _dir: tempfile::TempDir,
+}
+
+fn sessions(tls: Arc<rustls::ServerConfig>) -> Arc<SessionConfig> {
+    let mut s = SessionConfig::new("runner.test", Mode::Inbound);
+    s.tls = Some(tls);
+    s.max_message_size = 200 * 1024 * 1024;
+    Arc::new(s)
+}
+
+/// The address of a PEC mailbox: `user@domain`, the mailbox name when no user is given,
+/// the service address for `service`.
+pub fn pec_address(name: &str, user: &str, domain: &str, service: &str) -> String {
+    match user {
+        "" => format!("{name}@{domain}"),
+        SERVICE_USER => service.to_string(),
+        u => format!("{u}@{domain}"),
+    }
+}
+
+impl Topology {
+    /// Prepares and starts every reference gestore of `s` (external ones are described by the
+    /// target, not started). `target_routes` maps external domains to their inbound `host:port`.
+    pub async fn start(
+        s: &Scenario,
+        target_routes: &[(String, String)],
+    ) -> anyhow::Result<Topology> {
+        let dir = tempfile::Builder::new()
+            .prefix("pec-conformance-")
+            .tempdir()
+            .context("creating the topology folder")?;
+        let names: Vec<&String> = s
+            .topology
+            .iter()
+            .filter(|(_, g)| matches!(g, GestoreSpec::Reference(_)))
+            .map(|(n, _)| n)
+            .collect();
+        let clock = ManualClock::new();
+        let (shutdown, rx) = watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        let sink: SinkBox = Arc::default();
+        if names.is_empty() {
+            let roots = rustls::RootCertStore::empty();
+            return Ok(Topology {
+                gestori: BTreeMap::new(),
+                links: BTreeMap::new(),
+                sink,
+                clock,
+                ca_pem: PathBuf::new(),
+                roots,
+                shutdown,
+                tasks,
+                _dir: dir,
+            });
+        }
+        let state = tokio::task::spawn_blocking({
+            let path = dir.path().to_path_buf();
+            let n = names.len();
+            move || dev::prepare(&path, n, false)
+        })
+        .await??;
+        let roots = reference_gestore::tls::root_store_from_files(&[&state.ca])
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut configs = Vec::new();
+        for (name, inst) in names.iter().zip(&state.instances) {
+            let c = Config::load(&inst.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            configs.push(((*name).clone(), inst.clone(), c));
+        }
+        // The ordinary mail sink, with the first gestore's TLS certificate (SAN 127.0.0.1).
+        let first_tls = reference_gestore::tls::server_config_from_files(
+            &configs[0].2.tls.cert,
+            &configs[0].2.tls.key,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let sink_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let sink_addr = sink_listener.local_addr()?;
+        {
+            let (cfg, h, rx) = (
+                sessions(first_tls.clone()),
+                Arc::new(Sink(sink.clone())),
+                rx.clone(),
+            );
+            tasks.spawn(async move {
+                let _ = server::serve(sink_listener, cfg, h, rx).await;
+            });
+        }
+        // One relay per ordered pair of reference gestori.
+        let mut links = BTreeMap::new();
+        let mut relay_addr: BTreeMap<(String, String), SocketAddr> = BTreeMap::new();
+        let mut inbound: BTreeMap<String, Arc<std::sync::OnceLock<SocketAddr>>> = BTreeMap::new();
+        for (to_name, _, to_cfg) in &configs {
+            let target = inbound.entry(to_name.clone()).or_default().clone();
+            let tls =
+                reference_gestore::tls::server_config_from_files(&to_cfg.tls.cert, &to_cfg.tls.key)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            for (from_name, _, _) in &configs {
+                if from_name == to_name {
+                    continue;
+                }
+                let control = Arc::new(LinkControl::default());
+                let listener = TcpListener::bind("127.0.0.1:0").await?;
+                relay_addr.insert((from_name.clone(), to_name.clone()), listener.local_addr()?);
+                let relay = Arc::new(LinkRelay {
+                    control: control.clone(),
+                    target: target.clone(),
+                    roots: roots.clone(),
+                });
+                let (cfg, rx) = (sessions(tls.clone()), rx.clone());
+                tasks.spawn(async move {
+                    let _ = server::serve(listener, cfg, relay, rx).await;
+                });
+                links.insert((from_name.clone(), to_name.clone()), control);
+            }
+        }
+        let mut gestori = BTreeMap::new();
+        for (name, inst, mut c) in configs {
+            let GestoreSpec::Reference(spec) = &s.topology[&name] else {
+                continue;
+            };
+            let p = &spec.profile;
+            if let Some(v) = p.test_addresses {
+                c.profile.test_addresses = v;
+            }
+            if let Some(v) = &p.ordinary_mail {
+                c.profile.ordinary_mail = v.clone();
+            }
+            if let Some(v) = &p.text_form {
+                c.profile.text_form = v.clone();
+            }
+            if let Some(v) = &p.signature_style {
+                c.profile.signature_style = v.clone();
+            }
+            if let Some(d) = &spec.digest {
+                c.signing.digest = d.clone();
+            }
+            if let Some(v) = p.max_message_size {
+                c.profile.max_message_size = v;
+            }
+            if let Some(v) = p.hard_message_size {
+                c.profile.hard_message_size = v;
+            }
+            if let Some(v) = p.max_recipients {
+                c.profile.max_recipients = v;
+            }
+            if let Some(t) = &p.timeouts {
+                if let Some(d) = t.preavviso {
+                    c.timeouts.preavviso.0 = d.0.as_secs();
+                }
+                if let Some(d) = t.finale {
+                    c.timeouts.finale.0 = d.0.as_secs();
+                }
+            }
+            // Listeners on ports the kernel picks when they bind (the ports dev::prepare wrote
+            // could be taken by then by another scenario running in parallel).
+            let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+            c.listeners.submission_tls = Some(any);
+            c.listeners.submission_starttls = Some(any);
+            c.listeners.inbound = Some(any);
+            // The runner reads mailboxes from the stores: no IMAP or POP3 listeners.
+            c.listeners.imap_tls = None;
+            c.listeners.imap_starttls = None;
+            c.listeners.pop3_tls = None;
+            c.listeners.pop3_starttls = None;
+            // Routes: every other reference gestore through its link relay, external domains to
+            // the target, everything else to the ordinary mail sink.
+            c.routes.clear();
+            for ((from, to), addr) in &relay_addr {
+                if from == &name {
+                    let domain =
+                        &state.instances[names.iter().position(|n| *n == to).unwrap_or(0)].domain;
+                    c.routes.insert(domain.clone(), addr.to_string());
+                }
+            }
+            for (domain, route) in target_routes {
+                c.routes.insert(domain.clone(), route.clone());
+            }
+            c.routes.insert("*".into(), sink_addr.to_string());
+            // Accounts for the scenario's mailboxes on this gestore.
+            for m in s.mailboxes.iter() {
+                if let (
+                    mname,
+                    MailboxSpec::Pec {
+                        gestore,
+                        user,
+                        exists,
+                    },
+                ) = (m.0, &m.1.value)
+                    && gestore == &name
+                    && *exists
+                    && user != SERVICE_USER
+                {
+                    let address = pec_address(mname, user, &inst.domain, &inst.service_address);
+                    if !c
+                        .mailboxes
+                        .iter()
+                        .any(|b| b.address.eq_ignore_ascii_case(&address))
+                    {
+                        c.mailboxes.push(MailboxConfig {
+                            address,
+                            password: dev::DEV_PASSWORD.into(),
+                        });
+                    }
+                }
+            }
+            let instance = Instance::start(c, clock.clone())
+                .await
+                .with_context(|| format!("starting gestore {name}"))?;
+            if let (Some(cell), Some(addr)) = (inbound.get(&name), instance.endpoints.inbound) {
+                let _ = cell.set(addr);
+            }
+            gestori.insert(
+                name.clone(),
+                RunningGestore {
+                    name: name.clone(),
+                    domain: inst.domain.clone(),
+                    service_address: inst.service_address.clone(),
+                    instance,
+                },
+            );
+        }
+        Ok(Topology {
+            gestori,
+            links,
+            sink,
+            clock,
+            ca_pem: state.ca.clone(),
+            roots,
+            shutdown,
+            tasks,
+            _dir: dir,
+        })
+    }
+
+    /// Stops everything.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        for (_, g) in std::mem::take(&mut self.gestori) {
+            g.instance.stop().await;
+        }
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// A third-party gestore under test (`--target FILE`; design notes, "A third-party target").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// A name for reports.
+    pub name: String,
+    /// Its PEC domains.
+    pub domains: Vec<String>,
+    /// Submission.
+    pub submission: Endpoint,
+    /// IMAP (reading mailboxes: future work).
+    pub imap: Option<Endpoint>,
+    /// Inbound SMTP from other providers.
+    pub inbound: Endpoint,
+    /// Test mailboxes.
+    pub mailboxes: Vec<TargetMailbox>,
+    /// Its entry in the provider directory (LDIF), relative to the target file.
+    pub directory_entry: Option<PathBuf>,
+    /// Trust anchors (PEM) for its TLS certificates, relative to the target file.
+    pub ca: Option<PathBuf>,
+}
+
+/// A host and port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// `implicit` or `starttls` (submission, IMAP).
+    pub tls: Option<String>,
+    /// STARTTLS offered (inbound).
+    pub starttls: Option<bool>,
+}
+
+/// A mailbox of the target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetMailbox {
+    /// Its address (also the login).
+    pub address: String,
+    /// The environment variable holding its password.
+    pub password_env: String,
+}
+
+impl Target {
+    /// Reads and checks a target file; errors name the file and what is wrong.
+    pub fn load(path: &Path) -> anyhow::Result<Target> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut t: Target = serde_saphyr::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let fail = |m: String| anyhow::anyhow!("{}: {m}", path.display());
+        if t.domains.is_empty() {
+            return Err(fail("domains: at least one PEC domain".into()));
+        }
+        if let Some(tls) = &t.submission.tls
+            && !matches!(tls.as_str(), "implicit" | "starttls")
+        {
+            return Err(fail(format!(
+                "submission.tls: `{tls}` (implicit or starttls)"
+            )));
+        }
+        for m in &t.mailboxes {
+            let domain = m.address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+            if !t.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
+                return Err(fail(format!(
+                    "mailbox `{}` is not in the target's domains",
+                    m.address
+                )));
+            }
+            if m.password_env.trim().is_empty() {
+                return Err(fail(format!("mailbox `{}`: empty password_env", m.address)));
+            }
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut t.directory_entry, &mut t.ca].into_iter().flatten() {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(t)
+    }
+
+    /// The inbound route `host:port`.
+    pub fn inbound_route(&self) -> String {
+        format!("{}:{}", self.inbound.host, self.inbound.port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_come_from_headers_not_subjects() {
+        let m = |h: &str| format!("{h}\r\nSubject: ACCETTAZIONE: x\r\n\r\nbody").into_bytes();
+        assert_eq!(
+            kind_by_headers(&m("X-Ricevuta: accettazione")),
+            "accettazione"
+        );
+        assert_eq!(
+            kind_by_headers(&m(
+                "x-ricevuta:  Errore-Consegna\r\nX-VerificaSicurezza: errore"
+            )),
+            "errore-consegna-virus"
+        );
+        assert_eq!(kind_by_headers(&m("X-Trasporto: errore")), "anomalia");
+        assert_eq!(
+            kind_by_headers(&m("X-Trasporto:\r\n posta-certificata")),
+            "posta-certificata"
+        );
+        assert_eq!(kind_by_headers(&m("From: a@b")), "ordinary");
+        // Header names after the body do not count.
+        assert_eq!(
+            kind_by_headers(b"From: a@b\r\n\r\nX-Ricevuta: accettazione\r\n"),
+            "ordinary"
+        );
+    }
+
+    #[test]
+    fn a_target_file_is_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("t.yaml");
+        let good = "name: staging\ndomains: [pec.example.it]\n\
+            submission: { host: smtp.example.it, port: 465, tls: implicit }\n\
+            imap: { host: imap.example.it, port: 993 }\n\
+            inbound: { host: mx.example.it, port: 25, starttls: true }\n\
+            mailboxes:\n  - { address: t1@pec.example.it, password_env: T1 }\n\
+            directory_entry: entry.ldif\n";
+        std::fs::write(&p, good).unwrap();
+        let t = Target::load(&p).unwrap();
+        assert_eq!(t.inbound_route(), "mx.example.it:25");
+        assert_eq!(t.directory_entry.unwrap(), tmp.path().join("entry.ldif"));
+        std::fs::write(&p, good.replace("t1@pec.example.it", "t1@elsewhere.it")).unwrap();
+        let e = Target::load(&p).unwrap_err().to_string();
+        assert!(e.contains("not in the target's domains"), "{e}");
+        std::fs::write(&p, good.replace("imap:", "imapp:")).unwrap();
+        let e = Target::load(&p).unwrap_err().to_string();
+        assert!(e.contains("t.yaml") && e.contains("imapp"), "{e}");
+    }
+}
