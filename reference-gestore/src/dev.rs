@@ -74,7 +74,7 @@ pub struct DevState {
 /// (32768 and up on Linux), where outgoing connections take their local ports, so that a port
 /// written into `dev.json` is not taken by a client socket before the provider binds it; among
 /// those, at random, so that several topologies prepared at once (parallel tests) do not collide.
-fn free_port() -> anyhow::Result<SocketAddr> {
+pub fn free_port() -> anyhow::Result<SocketAddr> {
     let mut seed = [0u8; 2];
     for _ in 0..200 {
         openssl::rand::rand_bytes(&mut seed)?;

@@ -135,13 +135,17 @@ pub async fn receive(
             .ok()
             .and_then(|m| m.header("Message-ID").map(str::to_string)),
     };
-    if let Some(id) = &message_id {
-        let mut r: Vec<String> = rcpts.iter().map(|r| r.to_ascii_lowercase()).collect();
-        r.sort();
-        batch.push(Op::Seen {
-            message_id: format!("{id} {}", r.join(",")),
-        });
-    }
+    // A message without Message-ID (ordinary mail may lack one) is recognised by its bytes: a
+    // sender that crashed after our 250 and before recording it sends the same bytes again, and
+    // keying on Message-ID alone let that resend through as a second anomaly envelope.
+    let seen_id = message_id
+        .clone()
+        .unwrap_or_else(|| format!("sha256:{}", hex(&openssl::sha::sha256(raw))));
+    let mut r: Vec<String> = rcpts.iter().map(|r| r.to_ascii_lowercase()).collect();
+    r.sort();
+    batch.push(Op::Seen {
+        message_id: format!("{seen_id} {}", r.join(",")),
+    });
     match verified {
         Ok(v) if v.kind == Kind::BustaTrasporto => envelope(g, &mut batch, v, rcpts, raw).await?,
         Ok(v) if v.kind == Kind::BustaAnomalia => {
