@@ -16,6 +16,9 @@ pub const TEST_UNKNOWN: &str = "test-inesistente";
 /// A recipient whose provider finds a virus in every envelope addressed to it (the reception
 /// point's virus path, RFC 6109 §3.2.3, without a sender provider that misses the virus).
 pub const TEST_VIRUS: &str = "test-virus";
+/// A recipient whose provider takes the envelope and never answers: no presa in carico, no
+/// delivery, no receipt; the sender's provider reaches the 12h and 24h notices (RFC 6109 §3.1.6).
+pub const TEST_SILENT: &str = "test-nessuna-risposta";
 
 /// Why a recipient cannot be delivered to, with the `errore` and `errore-esteso` of the notice.
 async fn refusal(g: &Gestore, rcpt: &str, size: usize) -> anyhow::Result<Option<(Errore, String)>> {

@@ -23,10 +23,16 @@ const BATCH: i64 = 64;
 /// commits and clock jumps).
 const MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The delay before retry number `attempts` (1-based): 10 s doubling up to 30 min.
+/// The delay before retry number `attempts` (1-based): 2 s doubling up to 30 min, so a peer that
+/// is restarting is found again within seconds.
 pub fn backoff(attempts: i64) -> chrono::Duration {
-    let secs = 10i64.saturating_mul(1 << attempts.clamp(1, 8).saturating_sub(1));
+    let secs = 2i64.saturating_mul(1 << attempts.clamp(1, 11).saturating_sub(1));
     chrono::Duration::seconds(secs.min(1800))
+}
+
+/// The time a queued item has waited after `attempts` failed attempts (the sum of the backoffs).
+pub fn waited(attempts: i64) -> chrono::Duration {
+    (1..=attempts.clamp(0, 10_000)).map(backoff).sum()
 }
 
 /// RFC 6109 §2.2.2: the queue time limit between providers is 24 h.
@@ -90,7 +96,7 @@ pub async fn outbox_pass(g: &Gestore) -> anyhow::Result<usize> {
             }
             Some(SendFailure::Transient(why)) => {
                 let attempts = item.attempts + 1;
-                let give_up = backoff(attempts) * attempts as i32 > GIVE_UP_AFTER;
+                let give_up = waited(attempts) >= GIVE_UP_AFTER;
                 g.store
                     .outbox_retry(item.id, now + backoff(attempts), &why, give_up)
                     .await?;
@@ -216,5 +222,21 @@ pub async fn run(g: Arc<Gestore>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => {}
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_and_give_up_after_about_a_day() {
+        assert_eq!(backoff(1), chrono::Duration::seconds(2));
+        assert_eq!(backoff(3), chrono::Duration::seconds(8));
+        assert_eq!(backoff(40), chrono::Duration::seconds(1800));
+        // RFC 6109 §2.2.2: the queue limit is 24 h; the last retry falls within half an hour of it.
+        let n = (1..).find(|n| waited(*n) >= GIVE_UP_AFTER).unwrap();
+        assert!(waited(n - 1) < GIVE_UP_AFTER);
+        assert!(waited(n) - GIVE_UP_AFTER <= chrono::Duration::minutes(30));
     }
 }

@@ -390,3 +390,71 @@ async fn c3_receipts_are_delivered_as_they_are_and_cause_no_receipt() {
     );
     assert_eq!(t.mailbox(0, &alice).await.len(), 2);
 }
+
+/// D1 with the reserved silent recipient: the peer takes the envelope and never answers, so the
+/// sender gets the 12h preavviso and then the 24h notice (RFC 6109 §3.1.6, case 3).
+#[tokio::test(flavor = "multi_thread")]
+async fn d1_a_peer_that_never_answers_yields_both_timeout_notices() {
+    let t = Topo::start(2, |_, _| {}).await;
+    let alice = t.user(0, 0);
+    let silent = t.at(1, "test-nessuna-risposta");
+    t.submit(
+        0,
+        &alice,
+        &[&silent],
+        &plain_message(&alice, &[&silent], &[], "silenzio", ""),
+    )
+    .await
+    .unwrap();
+    t.wait(0, &alice, &["accettazione"]).await;
+    t.settle().await;
+    assert!(
+        t.mailbox(0, &t.service(0)).await.is_empty(),
+        "no presa in carico came back"
+    );
+    t.clock
+        .advance(chrono::Duration::hours(12) + chrono::Duration::minutes(1));
+    t.wait(0, &alice, &["accettazione", "preavviso-errore-consegna"])
+        .await;
+    t.clock.advance(chrono::Duration::hours(12));
+    let inbox = t
+        .wait(
+            0,
+            &alice,
+            &[
+                "accettazione",
+                "preavviso-errore-consegna",
+                "preavviso-errore-consegna",
+            ],
+        )
+        .await;
+    // E2: the human-readable text prints date, time and zone as the rules' examples do.
+    let re_date = |s: &str| {
+        s.as_bytes().windows(30).any(|w| {
+            let w = String::from_utf8_lossy(w);
+            let b = w.as_bytes();
+            b.len() == 30
+                && b[2] == b'/'
+                && b[5] == b'/'
+                && b[..2]
+                    .iter()
+                    .chain(&b[3..5])
+                    .chain(&b[6..10])
+                    .all(u8::is_ascii_digit)
+        })
+    };
+    for m in &inbox {
+        let p = pec_formats::parse::parse(&m.raw).unwrap();
+        let text = p.text.unwrap_or_default();
+        assert!(
+            re_date(&text),
+            "no dd/mm/yyyy date in the text of {}: {text}",
+            m.kind
+        );
+        assert!(
+            text.contains("(+0100)") || text.contains("(+0200)"),
+            "no (+hhmm) zone in the text of {}: {text}",
+            m.kind
+        );
+    }
+}
