@@ -609,11 +609,9 @@ mod tests {
         #[test]
         fn random_commands_never_panic(line in proptest::collection::vec(
             proptest::sample::select(b"a1 ({}[]<>\"\\*:,.+ \r\nBODY0123".to_vec()), 0..120)) {
-            let _ = super::super::parse::tokenize(&line);
-            let _ = super::super::parse::literal_suffix(&line);
+            let _ = super::super::parse::frame(&line);
             if let Ok(s) = std::str::from_utf8(&line) {
                 let _ = Section::parse(s);
-                let _ = super::super::parse::SeqSet::parse(s);
             }
         }
     }

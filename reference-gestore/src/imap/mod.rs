@@ -2,9 +2,8 @@
 //! RFC 2595), implicit TLS (RFC 8314) and IDLE (RFC 2177). Login only over TLS (RFC 6109 §5.3:
 //! user↔provider traffic is protected): LOGINDISABLED before.
 //!
-//! The command parser is hand-written ([`parse`]): imap-codec/imap-next were not in the build's
-//! dependency graph, and a small tokenizer over whole commands (literals inline) is enough for the
-//! commands this server implements. Every session sees only the mailbox it logged in to.
+//! Commands are decoded by imap-codec's `CommandCodec` and mapped to this server's commands
+//! ([`parse`]); responses are written here. Every session sees only the mailbox it logged in to.
 
 pub mod mime;
 pub mod parse;
@@ -12,16 +11,17 @@ pub mod parse;
 use crate::access::{self, AccessConfig, BoxIo, Login};
 use crate::store::{MessageMeta, Store, canonical_folder};
 use base64::Engine;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use imap_codec::imap_types::flag::StoreType;
 use mime::{Part, Section};
-use parse::{SeqSet, Tok, string};
+use parse::{Cmd, Frame, SeqSet, string};
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// The longest command line (without literals) accepted.
 const MAX_LINE: u64 = 64 * 1024;
 /// The largest literal accepted (APPEND of a big message).
-const MAX_LITERAL: usize = 128 * 1024 * 1024;
+const MAX_LITERAL: u32 = 128 * 1024 * 1024;
 /// The flags of RFC 3501 §2.3.2 this server knows.
 const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
 
@@ -106,98 +106,6 @@ impl Item {
     }
 }
 
-fn fetch_items(t: &Tok) -> Result<Vec<Item>, String> {
-    let one = |a: &str| -> Result<Vec<Item>, String> {
-        let up = a.to_ascii_uppercase();
-        Ok(match up.as_str() {
-            "ALL" => vec![Item::Flags, Item::InternalDate, Item::Size, Item::Envelope],
-            "FAST" => vec![Item::Flags, Item::InternalDate, Item::Size],
-            "FULL" => vec![
-                Item::Flags,
-                Item::InternalDate,
-                Item::Size,
-                Item::Envelope,
-                Item::Body,
-            ],
-            "FLAGS" => vec![Item::Flags],
-            "UID" => vec![Item::Uid],
-            "RFC822.SIZE" => vec![Item::Size],
-            "INTERNALDATE" => vec![Item::InternalDate],
-            "ENVELOPE" => vec![Item::Envelope],
-            "BODY" => vec![Item::Body],
-            "BODYSTRUCTURE" => vec![Item::BodyStructure],
-            // RFC 3501 §6.4.5: RFC822 = BODY[], RFC822.HEADER = BODY.PEEK[HEADER],
-            // RFC822.TEXT = BODY[TEXT]; the response keeps the RFC822 name.
-            "RFC822" => vec![Item::Section {
-                peek: false,
-                section: Section::parse("").map_err(|e| e.to_string())?,
-                label: "RFC822".into(),
-                partial: None,
-            }],
-            "RFC822.HEADER" => vec![Item::Section {
-                peek: true,
-                section: Section::parse("HEADER")?,
-                label: "RFC822.HEADER".into(),
-                partial: None,
-            }],
-            "RFC822.TEXT" => vec![Item::Section {
-                peek: false,
-                section: Section::parse("TEXT")?,
-                label: "RFC822.TEXT".into(),
-                partial: None,
-            }],
-            _ => {
-                let (peek, rest) = if let Some(r) = up.strip_prefix("BODY.PEEK[") {
-                    (true, r)
-                } else if let Some(r) = up.strip_prefix("BODY[") {
-                    (false, r)
-                } else {
-                    return Err(format!("unknown fetch item {a}"));
-                };
-                let close = rest.rfind(']').ok_or("missing ']'")?;
-                let spec = &rest[..close];
-                let tail = &rest[close + 1..];
-                let partial = if tail.is_empty() {
-                    None
-                } else {
-                    let inner = tail
-                        .strip_prefix('<')
-                        .and_then(|t| t.strip_suffix('>'))
-                        .ok_or_else(|| format!("bad partial {tail}"))?;
-                    let (o, n) = inner.split_once('.').ok_or("bad partial")?;
-                    Some((
-                        o.parse().map_err(|_| "bad partial")?,
-                        n.parse().map_err(|_| "bad partial")?,
-                    ))
-                };
-                // The response names the section as asked, with only the origin of a partial.
-                let orig = &a[a.find('[').unwrap_or(0)..];
-                let spec_orig = &orig[1..orig.rfind(']').unwrap_or(1)];
-                vec![Item::Section {
-                    peek,
-                    section: Section::parse(spec)?,
-                    label: format!("BODY[{spec_orig}]"),
-                    partial,
-                }]
-            }
-        })
-    };
-    match t {
-        Tok::Atom(a) => one(a),
-        Tok::List(l) => {
-            let mut out = Vec::new();
-            for i in l {
-                match i {
-                    Tok::Atom(a) => out.extend(one(a)?),
-                    _ => return Err("bad fetch item".into()),
-                }
-            }
-            Ok(out)
-        }
-        Tok::Str(_) => Err("bad fetch item".into()),
-    }
-}
-
 /// A SEARCH key (RFC 3501 §6.4.4).
 #[derive(Debug, Clone)]
 enum Key {
@@ -216,76 +124,6 @@ enum Key {
     Not(Box<Key>),
     Or(Box<Key>, Box<Key>),
     And(Vec<Key>),
-}
-
-fn search_keys(toks: &[Tok]) -> Result<Key, String> {
-    let mut i = 0;
-    let mut keys = Vec::new();
-    while i < toks.len() {
-        keys.push(search_key(toks, &mut i)?);
-    }
-    Ok(Key::And(keys))
-}
-
-fn search_key(t: &[Tok], i: &mut usize) -> Result<Key, String> {
-    let tok = t.get(*i).ok_or("missing search key")?;
-    *i += 1;
-    let arg = |i: &mut usize| -> Result<String, String> {
-        let v = t
-            .get(*i)
-            .and_then(Tok::astring)
-            .ok_or("missing search argument")?;
-        *i += 1;
-        Ok(v)
-    };
-    let name = match tok {
-        Tok::List(l) => return search_keys(l),
-        Tok::Str(_) => return Err("unexpected string in SEARCH".into()),
-        Tok::Atom(a) => a.to_ascii_uppercase(),
-    };
-    let flag = |f: &str, has: bool| Ok(Key::Flag(f.into(), has));
-    match name.as_str() {
-        "ALL" => Ok(Key::All),
-        "SEEN" => flag("\\Seen", true),
-        "UNSEEN" => flag("\\Seen", false),
-        "ANSWERED" => flag("\\Answered", true),
-        "UNANSWERED" => flag("\\Answered", false),
-        "DELETED" => flag("\\Deleted", true),
-        "UNDELETED" => flag("\\Deleted", false),
-        "FLAGGED" => flag("\\Flagged", true),
-        "UNFLAGGED" => flag("\\Flagged", false),
-        "DRAFT" => flag("\\Draft", true),
-        "UNDRAFT" => flag("\\Draft", false),
-        // No message is ever \Recent here (one session per mailbox is not guaranteed, so
-        // none claims it): RECENT and NEW match nothing, OLD everything.
-        "RECENT" | "NEW" => Ok(Key::Not(Box::new(Key::All))),
-        "OLD" => Ok(Key::All),
-        "KEYWORD" => Ok(Key::Flag(arg(i)?, true)),
-        "UNKEYWORD" => Ok(Key::Flag(arg(i)?, false)),
-        "FROM" | "TO" | "CC" | "BCC" | "SUBJECT" => Ok(Key::Header(name.clone(), arg(i)?)),
-        "HEADER" => {
-            let f = arg(i)?;
-            Ok(Key::Header(f.to_ascii_uppercase(), arg(i)?))
-        }
-        "BODY" => Ok(Key::Body(arg(i)?)),
-        "TEXT" => Ok(Key::Text(arg(i)?)),
-        "SINCE" => Ok(Key::Since(parse::date(&arg(i)?)?)),
-        "BEFORE" => Ok(Key::Before(parse::date(&arg(i)?)?)),
-        "ON" => Ok(Key::On(parse::date(&arg(i)?)?)),
-        "LARGER" => Ok(Key::Larger(arg(i)?.parse().map_err(|_| "bad LARGER")?)),
-        "SMALLER" => Ok(Key::Smaller(arg(i)?.parse().map_err(|_| "bad SMALLER")?)),
-        "UID" => Ok(Key::Uid(SeqSet::parse(&arg(i)?)?)),
-        "NOT" => Ok(Key::Not(Box::new(search_key(t, i)?))),
-        "OR" => {
-            let a = search_key(t, i)?;
-            let b = search_key(t, i)?;
-            Ok(Key::Or(Box::new(a), Box::new(b)))
-        }
-        _ => match SeqSet::parse(&name) {
-            Ok(s) => Ok(Key::Seq(s)),
-            Err(_) => Err(format!("unknown search key {name}")),
-        },
-    }
 }
 
 fn key_needs_raw(k: &Key) -> bool {
@@ -362,36 +200,6 @@ fn wildcard(pattern: &[u8], name: &[u8]) -> bool {
     }
 }
 
-fn parse_flags(toks: &[Tok]) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    for t in toks {
-        match t {
-            Tok::Atom(a) => out.push(a.clone()),
-            Tok::List(l) => out.extend(parse_flags(l)?),
-            Tok::Str(_) => return Err("bad flag".into()),
-        }
-    }
-    // Only flags a client may set: \Recent is the server's (RFC 3501 §2.3.2).
-    for f in &out {
-        if f.starts_with('\\')
-            && !SYSTEM_FLAGS
-                .split(' ')
-                .any(|s| s.eq_ignore_ascii_case(f.as_str()))
-        {
-            return Err(format!("unknown system flag {f}"));
-        }
-    }
-    Ok(out)
-}
-
-/// A flag name in the spelling of RFC 3501 (`\seen` → `\Seen`).
-fn normal_flag(f: &str) -> String {
-    SYSTEM_FLAGS
-        .split(' ')
-        .find(|s| s.eq_ignore_ascii_case(f))
-        .map_or_else(|| f.to_string(), str::to_string)
-}
-
 impl Session {
     async fn send(&mut self, b: &[u8]) -> std::io::Result<()> {
         let w = self.io.get_mut();
@@ -433,135 +241,134 @@ impl Session {
         Ok(true)
     }
 
-    /// Reads one whole command with its literals (RFC 3501 §4.3, §7.5 continuation).
-    async fn read_command(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+    /// Reads one whole command with its literals (RFC 3501 §4.3, §7.5 continuation) and decodes
+    /// it; `None` at end of input.
+    async fn read_command(&mut self) -> std::io::Result<Option<Frame>> {
         let mut buf = Vec::new();
         loop {
-            let start = buf.len();
             if !self.read_line(&mut buf).await? {
                 return Ok(None);
             }
-            let Some((n, plus)) = parse::literal_suffix(&buf[start..]) else {
-                break;
+            let (length, sync) = match parse::frame(&buf) {
+                Frame::Literal { length, sync } => (length, sync),
+                f => return Ok(Some(f)),
             };
-            if n > MAX_LITERAL {
+            if length > MAX_LITERAL {
                 self.send(b"* BYE literal too large\r\n").await?;
                 return Ok(None);
             }
-            if !plus {
+            if sync {
+                // RFC 3501 §7.5: the command continuation request.
                 self.send(b"+ Ready for literal data\r\n").await?;
             }
             let at = buf.len();
-            buf.resize(at + n, 0);
+            buf.resize(at + length as usize, 0);
             self.io.read_exact(&mut buf[at..]).await?;
         }
-        // Only the final line ending goes: a literal may itself end with CRLF.
-        if buf.ends_with(b"\n") {
-            buf.pop();
-        }
-        if buf.ends_with(b"\r") {
-            buf.pop();
-        }
-        Ok(Some(buf))
     }
 
     async fn run(&mut self) -> std::io::Result<()> {
         loop {
-            let Some(line) = self.read_command().await? else {
+            let Some(frame) = self.read_command().await? else {
                 return Ok(());
             };
-            let toks = match parse::tokenize(&line) {
-                Ok(t) => t,
-                Err(e) => {
-                    let tag = line
-                        .split(|&c| c == b' ')
-                        .next()
-                        .filter(|t| !t.is_empty())
-                        .map(|t| String::from_utf8_lossy(t).into_owned())
-                        .unwrap_or_else(|| "*".into());
-                    self.send(format!("{tag} BAD {e}\r\n").as_bytes()).await?;
-                    continue;
-                }
-            };
-            let (tag, cmd) = match (toks.first(), toks.get(1)) {
-                (Some(Tok::Atom(t)), Some(Tok::Atom(c))) => (t.clone(), c.to_ascii_uppercase()),
-                (Some(Tok::Atom(t)), _) => {
-                    self.send(format!("{t} BAD missing command\r\n").as_bytes())
+            let (tag, name, cmd) = match frame {
+                Frame::Command { tag, name, cmd } => (tag, name, cmd),
+                // RFC 3501 §7.1.3: BAD, tagged when the tag could be read.
+                Frame::Invalid { tag, reason } => {
+                    let tag = tag.unwrap_or_else(|| "*".into());
+                    self.send(format!("{tag} BAD {reason}\r\n").as_bytes())
                         .await?;
                     continue;
                 }
-                _ => {
-                    self.send(b"* BAD missing tag\r\n").await?;
+                Frame::Literal { .. } => {
+                    self.send(b"* BAD unexpected literal\r\n").await?;
                     continue;
                 }
             };
-            match self.command(&tag, &cmd, &toks[2..]).await? {
+            let cmd = match cmd {
+                Ok(c) => c,
+                Err(e) => {
+                    self.send(format!("{tag} BAD {name}: {e}\r\n").as_bytes())
+                        .await?;
+                    continue;
+                }
+            };
+            match self.command(&tag, name, cmd).await? {
                 Flow::Continue => {}
                 Flow::Logout => return Ok(()),
             }
         }
     }
 
-    async fn command(&mut self, tag: &str, cmd: &str, args: &[Tok]) -> std::io::Result<Flow> {
+    async fn command(&mut self, tag: &str, name: &str, cmd: Cmd) -> std::io::Result<Flow> {
+        // UID commands may report expunges (RFC 3501 §7.4.1).
+        let uid_cmd = matches!(
+            cmd,
+            Cmd::Search { uid: true, .. }
+                | Cmd::Fetch { uid: true, .. }
+                | Cmd::Store { uid: true, .. }
+                | Cmd::Copy { uid: true, .. }
+        );
         let r = match cmd {
-            "CAPABILITY" => {
+            Cmd::Capability => {
                 let c = self.capabilities();
                 self.send(format!("* CAPABILITY {c}\r\n").as_bytes())
                     .await?;
                 ok("CAPABILITY completed")
             }
-            "NOOP" | "CHECK" => {
-                if cmd == "CHECK" && self.sel.is_none() {
-                    Err(bad("no mailbox selected"))
-                } else {
-                    self.refresh().await?;
-                    ok(format!("{cmd} completed"))
-                }
+            Cmd::Check if self.sel.is_none() => Err(bad("no mailbox selected")),
+            Cmd::Noop | Cmd::Check => {
+                self.refresh().await?;
+                ok(format!("{name} completed"))
             }
-            "LOGOUT" => {
+            Cmd::Logout => {
                 self.send(b"* BYE logging out\r\n").await?;
                 self.send(format!("{tag} OK LOGOUT completed\r\n").as_bytes())
                     .await?;
                 return Ok(Flow::Logout);
             }
-            "STARTTLS" => return self.starttls(tag).await,
-            "LOGIN" | "AUTHENTICATE" if self.user.is_some() => Err(bad("already authenticated")),
-            "LOGIN" => self.login_cmd(args).await,
-            "AUTHENTICATE" => self.authenticate(args).await?,
-            _ if self.user.is_none() => Err(bad(format!("{cmd}: log in first"))),
-            "SELECT" | "EXAMINE" => self.select(args, cmd == "EXAMINE").await?,
-            "CREATE" => self.create(args).await,
-            "DELETE" => self.delete(args).await,
-            "RENAME" => self.rename(args).await,
-            "SUBSCRIBE" | "UNSUBSCRIBE" => ok(format!("{cmd} completed")),
-            "LIST" | "LSUB" => self.list(args, cmd).await?,
-            "STATUS" => self.status(args).await?,
-            "APPEND" => self.append(args).await?,
-            "IDLE" => return self.idle(tag).await,
-            _ if self.sel.is_none() => Err(bad(format!("{cmd}: no mailbox selected"))),
-            "CLOSE" => self.close().await,
-            "EXPUNGE" => self.expunge().await?,
-            "SEARCH" => self.search(args, false).await?,
-            "FETCH" => self.fetch(args, false).await?,
-            "STORE" => self.store_cmd(args, false).await?,
-            "COPY" => self.copy(args, false).await?,
-            "UID" => {
-                let sub = args.first().and_then(Tok::atom_upper).unwrap_or_default();
-                let r = match sub.as_str() {
-                    "SEARCH" => self.search(&args[1..], true).await?,
-                    "FETCH" => self.fetch(&args[1..], true).await?,
-                    "STORE" => self.store_cmd(&args[1..], true).await?,
-                    "COPY" => self.copy(&args[1..], true).await?,
-                    _ => Err(bad(format!("UID {sub}: not supported"))),
-                };
-                if r.is_ok() {
-                    // UID commands may report expunges (RFC 3501 §7.4.1).
-                    self.refresh().await?;
-                }
-                r
+            Cmd::StartTls => return self.starttls(tag).await,
+            Cmd::Unsupported => Err(bad(format!("{name}: not supported"))),
+            Cmd::Login { .. } | Cmd::Authenticate { .. } if self.user.is_some() => {
+                Err(bad("already authenticated"))
             }
-            _ => Err(bad(format!("unknown command {cmd}"))),
+            Cmd::Login { user, pass } => self.do_login(&user, &pass).await,
+            Cmd::Authenticate { mechanism, initial } => {
+                self.authenticate(&mechanism, initial).await?
+            }
+            _ if self.user.is_none() => Err(bad(format!("{name}: log in first"))),
+            Cmd::Select { mailbox, read_only } => self.select(&mailbox, read_only).await?,
+            Cmd::Create(m) => self.create(&m).await,
+            Cmd::Delete(m) => self.delete(&m).await,
+            Cmd::Rename { from, to } => self.rename(&from, &to).await,
+            Cmd::Subscribe => ok(format!("{name} completed")),
+            Cmd::List { reference, pattern } => self.list(&reference, &pattern, name).await?,
+            Cmd::Status { mailbox, items } => self.status(&mailbox, &items).await?,
+            Cmd::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+            } => self.append(&mailbox, flags, date, &message).await?,
+            Cmd::Idle => return self.idle(tag).await,
+            _ if self.sel.is_none() => Err(bad(format!("{name}: no mailbox selected"))),
+            Cmd::Close => self.close().await,
+            Cmd::Expunge => self.expunge().await?,
+            Cmd::Search { uid, charset, key } => self.search(charset, &key, uid).await?,
+            Cmd::Fetch { uid, set, items } => self.fetch(&set, items, uid).await?,
+            Cmd::Store {
+                uid,
+                set,
+                kind,
+                silent,
+                flags,
+            } => self.store_cmd(&set, kind, silent, &flags, uid).await?,
+            Cmd::Copy { uid, set, mailbox } => self.copy(&set, &mailbox, uid).await?,
         };
+        if uid_cmd && r.is_ok() {
+            self.refresh().await?;
+        }
         let (Ok(Done(kind, text)) | Err(Done(kind, text))) = r;
         self.send(format!("{tag} {kind} {text}\r\n").as_bytes())
             .await?;
@@ -602,18 +409,11 @@ impl Session {
         }
     }
 
-    async fn login_cmd(&mut self, args: &[Tok]) -> Result<Done, Done> {
-        let (Some(u), Some(p)) = (
-            args.first().and_then(Tok::astring),
-            args.get(1).and_then(Tok::astring),
-        ) else {
-            return Err(bad("LOGIN needs a user name and a password"));
-        };
-        self.do_login(&u, &p).await
-    }
-
-    async fn authenticate(&mut self, args: &[Tok]) -> std::io::Result<Result<Done, Done>> {
-        let mech = args.first().and_then(Tok::atom_upper).unwrap_or_default();
+    async fn authenticate(
+        &mut self,
+        mech: &str,
+        initial: Option<Vec<u8>>,
+    ) -> std::io::Result<Result<Done, Done>> {
         if mech != "PLAIN" {
             return Ok(no("unsupported authentication mechanism"));
         }
@@ -622,7 +422,8 @@ impl Session {
                 "[PRIVACYREQUIRED] authentication is only allowed over TLS",
             ));
         }
-        let data = match args.get(1).and_then(Tok::astring) {
+        // RFC 4959: imap-codec has decoded an initial response; otherwise ask for it.
+        let dec = match initial {
             Some(d) => d,
             None => {
                 self.send(b"+ \r\n").await?;
@@ -630,16 +431,18 @@ impl Session {
                 if !self.read_line(&mut line).await? {
                     return Ok(Err(bad("connection closed")));
                 }
-                String::from_utf8_lossy(&line).trim().to_string()
+                let data = line.trim_ascii();
+                if data == b"*" {
+                    // RFC 3501 §6.2.2: the client cancels.
+                    return Ok(Err(bad("authentication cancelled")));
+                }
+                let Ok(dec) = base64::engine::general_purpose::STANDARD.decode(data) else {
+                    return Ok(Err(bad("invalid base64")));
+                };
+                dec
             }
         };
-        if data == "*" {
-            return Ok(Err(bad("authentication cancelled")));
-        }
         // RFC 4616: [authzid] NUL authcid NUL passwd.
-        let Ok(dec) = base64::engine::general_purpose::STANDARD.decode(data.as_bytes()) else {
-            return Ok(Err(bad("invalid base64")));
-        };
         let f: Vec<&[u8]> = dec.split(|&c| c == 0).collect();
         let [authz, user, pass] = f.as_slice() else {
             return Ok(Err(bad("invalid PLAIN message")));
@@ -655,17 +458,10 @@ impl Session {
         self.user.as_deref().unwrap_or("")
     }
 
-    async fn select(
-        &mut self,
-        args: &[Tok],
-        read_only: bool,
-    ) -> std::io::Result<Result<Done, Done>> {
+    async fn select(&mut self, name: &str, read_only: bool) -> std::io::Result<Result<Done, Done>> {
         self.sel = None;
-        let Some(name) = args.first().and_then(Tok::astring) else {
-            return Ok(Err(bad("missing mailbox name")));
-        };
         let me = self.me().to_string();
-        let Ok(Some(f)) = self.store().folder(&me, &name).await else {
+        let Ok(Some(f)) = self.store().folder(&me, name).await else {
             return Ok(no("no such mailbox"));
         };
         let msgs = self
@@ -700,20 +496,16 @@ impl Session {
         }))
     }
 
-    fn folder_arg(args: &[Tok], i: usize) -> Result<String, Done> {
-        let n = args
-            .get(i)
-            .and_then(Tok::astring)
-            .ok_or_else(|| bad("missing mailbox name"))?;
-        let n = n.trim_end_matches('/').to_string();
+    fn folder_arg(name: &str) -> Result<String, Done> {
+        let n = name.trim_end_matches('/');
         if n.is_empty() {
             return Err(bad("empty mailbox name"));
         }
-        Ok(canonical_folder(&n))
+        Ok(canonical_folder(n))
     }
 
-    async fn create(&mut self, args: &[Tok]) -> Result<Done, Done> {
-        let name = Self::folder_arg(args, 0)?;
+    async fn create(&mut self, name: &str) -> Result<Done, Done> {
+        let name = Self::folder_arg(name)?;
         if name == "INBOX" {
             return no("INBOX always exists");
         }
@@ -724,8 +516,8 @@ impl Session {
         }
     }
 
-    async fn delete(&mut self, args: &[Tok]) -> Result<Done, Done> {
-        let name = Self::folder_arg(args, 0)?;
+    async fn delete(&mut self, name: &str) -> Result<Done, Done> {
+        let name = Self::folder_arg(name)?;
         if name == "INBOX" {
             return no("INBOX cannot be deleted");
         }
@@ -739,9 +531,9 @@ impl Session {
         }
     }
 
-    async fn rename(&mut self, args: &[Tok]) -> Result<Done, Done> {
-        let from = Self::folder_arg(args, 0)?;
-        let to = Self::folder_arg(args, 1)?;
+    async fn rename(&mut self, from: &str, to: &str) -> Result<Done, Done> {
+        let from = Self::folder_arg(from)?;
+        let to = Self::folder_arg(to)?;
         if from == "INBOX" || to == "INBOX" {
             // RFC 3501 §6.3.5 lets RENAME INBOX move its messages; not offered here.
             return no("renaming INBOX is not supported");
@@ -753,13 +545,12 @@ impl Session {
         }
     }
 
-    async fn list(&mut self, args: &[Tok], cmd: &str) -> std::io::Result<Result<Done, Done>> {
-        let (Some(reference), Some(pattern)) = (
-            args.first().and_then(Tok::astring),
-            args.get(1).and_then(Tok::astring),
-        ) else {
-            return Ok(Err(bad("LIST needs a reference and a pattern")));
-        };
+    async fn list(
+        &mut self,
+        reference: &str,
+        pattern: &str,
+        cmd: &str,
+    ) -> std::io::Result<Result<Done, Done>> {
         if pattern.is_empty() {
             // RFC 3501 §6.3.8: the hierarchy delimiter.
             self.send(format!("* {cmd} (\\Noselect) \"/\" \"\"\r\n").as_bytes())
@@ -786,21 +577,17 @@ impl Session {
         Ok(ok(format!("{cmd} completed")))
     }
 
-    async fn status(&mut self, args: &[Tok]) -> std::io::Result<Result<Done, Done>> {
-        let name = match Self::folder_arg(args, 0) {
+    async fn status(&mut self, name: &str, items: &[&str]) -> std::io::Result<Result<Done, Done>> {
+        let name = match Self::folder_arg(name) {
             Ok(n) => n,
             Err(e) => return Ok(Err(e)),
-        };
-        let Some(Tok::List(items)) = args.get(1) else {
-            return Ok(Err(bad("STATUS needs a list of items")));
         };
         let Ok(Some(f)) = self.store().folder(self.me(), &name).await else {
             return Ok(no("no such mailbox"));
         };
         let mut parts = Vec::new();
-        for i in items {
-            let i = i.atom_upper().unwrap_or_default();
-            let v = match i.as_str() {
+        for &i in items {
+            let v = match i {
                 "MESSAGES" => f.messages,
                 "RECENT" => 0,
                 "UIDNEXT" => f.uidnext,
@@ -817,31 +604,18 @@ impl Session {
         Ok(ok("STATUS completed"))
     }
 
-    async fn append(&mut self, args: &[Tok]) -> std::io::Result<Result<Done, Done>> {
-        let name = match Self::folder_arg(args, 0) {
+    async fn append(
+        &mut self,
+        name: &str,
+        flags: Vec<String>,
+        date: Option<DateTime<FixedOffset>>,
+        message: &[u8],
+    ) -> std::io::Result<Result<Done, Done>> {
+        let name = match Self::folder_arg(name) {
             Ok(n) => n,
             Err(e) => return Ok(Err(e)),
         };
-        let mut rest = &args[1..];
-        let mut flags = Vec::new();
-        if let Some(Tok::List(l)) = rest.first() {
-            match parse_flags(l) {
-                Ok(f) => flags = f.iter().map(|f| normal_flag(f)).collect(),
-                Err(e) => return Ok(Err(bad(e))),
-            }
-            rest = &rest[1..];
-        }
-        let mut date = Utc::now();
-        if rest.len() == 2 {
-            match rest[0].astring().map(|s| parse::date_time(&s)) {
-                Some(Ok(d)) => date = d.with_timezone(&Utc),
-                _ => return Ok(Err(bad("bad APPEND date-time"))),
-            }
-            rest = &rest[1..];
-        }
-        let [Tok::Str(message)] = rest else {
-            return Ok(Err(bad("APPEND needs a message literal")));
-        };
+        let date = date.map_or_else(Utc::now, |d| d.with_timezone(&Utc));
         let me = self.me().to_string();
         if !matches!(self.store().folder(&me, &name).await, Ok(Some(_))) {
             // RFC 3501 §6.3.11: TRYCREATE when the target does not exist.
@@ -996,8 +770,7 @@ impl Session {
     }
 
     /// The 0-based indexes of the selected messages a set names, by sequence number or by UID.
-    fn resolve(&self, set: &str, uid: bool) -> Result<Vec<usize>, Done> {
-        let set = SeqSet::parse(set).map_err(bad)?;
+    fn resolve(&self, set: &SeqSet, uid: bool) -> Result<Vec<usize>, Done> {
         let msgs = &self
             .sel
             .as_ref()
@@ -1015,24 +788,23 @@ impl Session {
             .collect())
     }
 
-    async fn search(&mut self, args: &[Tok], uid: bool) -> std::io::Result<Result<Done, Done>> {
-        let mut args = args;
-        if args.first().and_then(Tok::atom_upper).as_deref() == Some("CHARSET") {
-            let cs = args.get(1).and_then(Tok::astring).unwrap_or_default();
-            if !["US-ASCII", "UTF-8"].contains(&cs.to_ascii_uppercase().as_str()) {
-                return Ok(no("[BADCHARSET (US-ASCII UTF-8)] unsupported charset"));
-            }
-            args = &args[2..];
+    async fn search(
+        &mut self,
+        charset: Option<String>,
+        key: &Key,
+        uid: bool,
+    ) -> std::io::Result<Result<Done, Done>> {
+        if let Some(cs) = charset
+            && !["US-ASCII", "UTF-8"].contains(&cs.to_ascii_uppercase().as_str())
+        {
+            // RFC 3501 §6.4.4.
+            return Ok(no("[BADCHARSET (US-ASCII UTF-8)] unsupported charset"));
         }
-        let key = match search_keys(args) {
-            Ok(k) => k,
-            Err(e) => return Ok(Err(bad(e))),
-        };
         let me = self.me().to_string();
         let Some(sel) = self.sel.as_ref() else {
             return Ok(Err(bad("no mailbox selected")));
         };
-        let need_raw = key_needs_raw(&key);
+        let need_raw = key_needs_raw(key);
         let max_uid = sel.msgs.last().map_or(0, |m| m.uid as u32);
         let mut hits = Vec::new();
         for (i, m) in sel.msgs.iter().enumerate() {
@@ -1055,7 +827,7 @@ impl Session {
                 raw: raw.as_deref(),
                 part: part.as_ref(),
             };
-            if matches(&key, &c) {
+            if matches(key, &c) {
                 hits.push(if uid { m.uid } else { i as i64 + 1 });
             }
         }
@@ -1068,19 +840,17 @@ impl Session {
         Ok(ok("SEARCH completed"))
     }
 
-    async fn fetch(&mut self, args: &[Tok], uid: bool) -> std::io::Result<Result<Done, Done>> {
-        let (Some(set), Some(items)) = (args.first().and_then(Tok::astring), args.get(1)) else {
-            return Ok(Err(bad("FETCH needs a set and items")));
-        };
-        let mut items = match fetch_items(items) {
-            Ok(i) => i,
-            Err(e) => return Ok(Err(bad(e))),
-        };
+    async fn fetch(
+        &mut self,
+        set: &SeqSet,
+        mut items: Vec<Item>,
+        uid: bool,
+    ) -> std::io::Result<Result<Done, Done>> {
         if uid && !items.contains(&Item::Uid) {
             // RFC 3501 §6.4.8: UID FETCH always returns the UID.
             items.insert(0, Item::Uid);
         }
-        let idx = match self.resolve(&set, uid) {
+        let idx = match self.resolve(set, uid) {
             Ok(i) => i,
             Err(e) => return Ok(Err(e)),
         };
@@ -1180,25 +950,15 @@ impl Session {
         Ok(ok("FETCH completed"))
     }
 
-    async fn store_cmd(&mut self, args: &[Tok], uid: bool) -> std::io::Result<Result<Done, Done>> {
-        let (Some(set), Some(op)) = (
-            args.first().and_then(Tok::astring),
-            args.get(1).and_then(Tok::atom_upper),
-        ) else {
-            return Ok(Err(bad("STORE needs a set, an operation and flags")));
-        };
-        let silent = op.ends_with(".SILENT");
-        let mode = match op.trim_end_matches(".SILENT") {
-            "FLAGS" => 0,
-            "+FLAGS" => 1,
-            "-FLAGS" => 2,
-            _ => return Ok(Err(bad(format!("unknown STORE operation {op}")))),
-        };
-        let flags: Vec<String> = match parse_flags(&args[2..]) {
-            Ok(f) => f.iter().map(|f| normal_flag(f)).collect(),
-            Err(e) => return Ok(Err(bad(e))),
-        };
-        let idx = match self.resolve(&set, uid) {
+    async fn store_cmd(
+        &mut self,
+        set: &SeqSet,
+        kind: StoreType,
+        silent: bool,
+        flags: &[String],
+        uid: bool,
+    ) -> std::io::Result<Result<Done, Done>> {
+        let idx = match self.resolve(set, uid) {
             Ok(i) => i,
             Err(e) => return Ok(Err(e)),
         };
@@ -1212,14 +972,14 @@ impl Session {
         let mut out = String::new();
         for i in idx {
             let m = &mut sel.msgs[i];
-            let mut new: Vec<String> = match mode {
-                0 => flags.clone(),
-                1 => {
+            let mut new: Vec<String> = match kind {
+                StoreType::Replace => flags.to_vec(),
+                StoreType::Add => {
                     let mut v = m.flags.clone();
                     v.extend(flags.iter().filter(|f| !m.flags.contains(f)).cloned());
                     v
                 }
-                _ => m
+                StoreType::Remove => m
                     .flags
                     .iter()
                     .filter(|f| !flags.contains(f))
@@ -1245,15 +1005,17 @@ impl Session {
         Ok(ok("STORE completed"))
     }
 
-    async fn copy(&mut self, args: &[Tok], uid: bool) -> std::io::Result<Result<Done, Done>> {
-        let Some(set) = args.first().and_then(Tok::astring) else {
-            return Ok(Err(bad("COPY needs a set and a mailbox")));
-        };
-        let to = match Self::folder_arg(args, 1) {
+    async fn copy(
+        &mut self,
+        set: &SeqSet,
+        to: &str,
+        uid: bool,
+    ) -> std::io::Result<Result<Done, Done>> {
+        let to = match Self::folder_arg(to) {
             Ok(t) => t,
             Err(e) => return Ok(Err(e)),
         };
-        let idx = match self.resolve(&set, uid) {
+        let idx = match self.resolve(set, uid) {
             Ok(i) => i,
             Err(e) => return Ok(Err(e)),
         };
