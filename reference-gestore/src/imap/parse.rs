@@ -681,6 +681,15 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+        // A bare LF ends a line too (imap-codec `quirk_crlf_relaxed`), as it did before.
+        assert!(matches!(command(b"n NOOP\n").2, Cmd::Noop));
+        assert!(matches!(
+            frame(b"a LOGIN u {2}\n"),
+            Frame::Literal {
+                length: 2,
+                sync: true
+            }
+        ));
         // Flags a client may not set (RFC 3501 §2.3.2).
         let Frame::Command { cmd, .. } = frame(b"s STORE 2 +FLAGS (\\Recent)\r\n") else {
             panic!()
