@@ -480,7 +480,7 @@ pub struct Target {
     pub domains: Vec<String>,
     /// Submission.
     pub submission: Endpoint,
-    /// IMAP (reading mailboxes: future work).
+    /// IMAP, to read its mailboxes (`tls`: `implicit`, the default, or `starttls`).
     pub imap: Option<Endpoint>,
     /// Inbound SMTP from other providers.
     pub inbound: Endpoint,
@@ -533,6 +533,11 @@ impl Target {
             return Err(fail(format!(
                 "submission.tls: `{tls}` (implicit or starttls)"
             )));
+        }
+        if let Some(tls) = t.imap.as_ref().and_then(|i| i.tls.as_ref())
+            && !matches!(tls.as_str(), "implicit" | "starttls")
+        {
+            return Err(fail(format!("imap.tls: `{tls}` (implicit or starttls)")));
         }
         for m in &t.mailboxes {
             let domain = m.address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
