@@ -153,9 +153,15 @@ fn literal_len(line: &str) -> Option<usize> {
 /// A quoted string (RFC 3501 §4.3); CR, LF and NUL cannot be quoted.
 fn quoted(s: &str) -> Result<String, ImapError> {
     if s.contains(['\r', '\n', '\0']) {
-        return Err(err("LOGIN", "the user name or password contains CR, LF or NUL"));
+        return Err(err(
+            "LOGIN",
+            "the user name or password contains CR, LF or NUL",
+        ));
     }
-    Ok(format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")))
+    Ok(format!(
+        "\"{}\"",
+        s.replace('\\', "\\\\").replace('"', "\\\"")
+    ))
 }
 
 async fn tls(
@@ -164,8 +170,9 @@ async fn tls(
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ImapError> {
     let name = ServerName::try_from(server.server_name.clone())
         .map_err(|e| err("TLS", format!("server name `{}`: {e}", server.server_name)))?;
-    let connector =
-        tokio_rustls::TlsConnector::from(reference_gestore::tls::client_config(server.roots.clone()));
+    let connector = tokio_rustls::TlsConnector::from(reference_gestore::tls::client_config(
+        server.roots.clone(),
+    ));
     tokio::time::timeout(server.timeout, connector.connect(name, tcp))
         .await
         .map_err(|_| err("TLS", "the handshake timed out"))?
@@ -194,7 +201,10 @@ async fn open(
         plain.command("STARTTLS", "STARTTLS").await?;
         // RFC 3501 §6.2.1: nothing the server sent before the handshake is kept.
         if !plain.io.buffer().is_empty() {
-            return Err(err("STARTTLS", "the server sent data before the TLS handshake"));
+            return Err(err(
+                "STARTTLS",
+                "the server sent data before the TLS handshake",
+            ));
         }
         let tcp = plain.io.into_inner();
         Conn {
@@ -211,8 +221,11 @@ async fn open(
         greeting(&mut c).await?;
         c
     };
-    conn.command("LOGIN", &format!("LOGIN {} {}", quoted(user)?, quoted(password)?))
-        .await?;
+    conn.command(
+        "LOGIN",
+        &format!("LOGIN {} {}", quoted(user)?, quoted(password)?),
+    )
+    .await?;
     conn.command("SELECT", &format!("SELECT {}", quoted(mailbox)?))
         .await?;
     Ok(conn)

@@ -372,7 +372,7 @@ pub async fn run_scenario(
                 .collect()
         })
         .unwrap_or_default();
-    let topo = match Topology::start(&s, &routes).await {
+    let topo = match Topology::start_with_target(&s, &routes, target.as_deref()).await {
         Ok(t) => t,
         Err(e) => {
             result.status = Status::Failed;
@@ -440,11 +440,14 @@ pub async fn run_scenario(
             },
         })
         .collect();
+    // The topology's test CA and, against a target, the target's `ca` judge signatures.
     let trust = TrustStore {
-        certs: std::fs::read(&topo.ca_pem)
-            .ok()
-            .and_then(|p| openssl::x509::X509::stack_from_pem(&p).ok())
-            .unwrap_or_default(),
+        certs: std::iter::once(topo.ca_pem.clone())
+            .chain(target.as_ref().and_then(|t| t.ca.clone()))
+            .filter_map(|p| std::fs::read(p).ok())
+            .filter_map(|p| openssl::x509::X509::stack_from_pem(&p).ok())
+            .flatten()
+            .collect(),
     };
     let rel = format!("evidence/{}", s.id);
     let mut run = Run {
@@ -462,6 +465,20 @@ pub async fn run_scenario(
         seq: 0,
         evidence: Vec::new(),
     };
+    // What the target's mailboxes hold before the scenario is not new: mark it as seen.
+    let external: Vec<Place> = run
+        .places
+        .values()
+        .filter(|p| matches!(p, Place::External { .. }))
+        .cloned()
+        .collect();
+    for p in external {
+        if let Ok(ms) = run.messages_checked(&p).await {
+            for m in ms {
+                run.claimed.insert((p.address().to_string(), m.key));
+            }
+        }
+    }
     let mut failed = false;
     for (index, step) in s.steps.iter().enumerate() {
         let start = t0.elapsed();

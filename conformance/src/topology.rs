@@ -254,6 +254,17 @@ impl Topology {
         s: &Scenario,
         target_routes: &[(String, String)],
     ) -> anyhow::Result<Topology> {
+        Topology::start_with_target(s, target_routes, None).await
+    }
+
+    /// [`Topology::start`], and with a target its reference gestori also trust the target's `ca`
+    /// (TLS and signatures) and list its `directory_entry` in their provider directory
+    /// (RFC 6109 §4.5), so that its receipts are accepted as PEC.
+    pub async fn start_with_target(
+        s: &Scenario,
+        target_routes: &[(String, String)],
+        target: Option<&Target>,
+    ) -> anyhow::Result<Topology> {
         let dir = tempfile::Builder::new()
             .prefix("pec-conformance-")
             .tempdir()
@@ -290,6 +301,22 @@ impl Topology {
         .await??;
         let roots = reference_gestore::tls::root_store_from_files(&[&state.ca])
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(entry) = target.and_then(|t| t.directory_entry.as_ref()) {
+            let ldif = std::fs::read(entry)
+                .with_context(|| format!("the target's directory_entry {}", entry.display()))?;
+            let mut dir = std::fs::read(&state.directory)
+                .with_context(|| format!("reading {}", state.directory.display()))?;
+            // LDIF records are separated by a blank line (RFC 2849).
+            dir.extend_from_slice(b"\n\n");
+            // One `version:` line per file, at its start (RFC 2849): the appended one is dropped.
+            let text = String::from_utf8_lossy(&ldif);
+            for line in text.lines().filter(|l| !l.starts_with("version:")) {
+                dir.extend_from_slice(line.as_bytes());
+                dir.push(b'\n');
+            }
+            std::fs::write(&state.directory, dir)
+                .with_context(|| format!("writing {}", state.directory.display()))?;
+        }
         let mut configs = Vec::new();
         for (name, inst) in names.iter().zip(&state.instances) {
             let c = Config::load(&inst.config).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -346,6 +373,9 @@ impl Topology {
             let GestoreSpec::Reference(spec) = &s.topology[&name] else {
                 continue;
             };
+            if let Some(ca) = target.and_then(|t| t.ca.as_ref()) {
+                c.trust.push(ca.clone());
+            }
             let p = &spec.profile;
             if let Some(v) = p.test_addresses {
                 c.profile.test_addresses = v;

@@ -266,7 +266,10 @@ async fn reference_messages_match_their_snapshots() {
         for (id, r) in &results {
             assert_eq!(r.status, Status::Passed, "{id}: {:?}", r.message);
             let text = collected(r, out.path());
-            assert!(text.contains("X-Ricevuta") || text.contains("X-Trasporto"), "{id}");
+            assert!(
+                text.contains("X-Ricevuta") || text.contains("X-Trasporto"),
+                "{id}"
+            );
             settings_snapshot(id, &text);
         }
     });
