@@ -518,7 +518,7 @@ pub struct Target {
     pub mailboxes: Vec<TargetMailbox>,
     /// Its entry in the provider directory (LDIF), relative to the target file.
     pub directory_entry: Option<PathBuf>,
-    /// Trust anchors (PEM) for its TLS certificates, relative to the target file.
+    /// Trust anchors (PEM) for its TLS and signing certificates, relative to the target file.
     pub ca: Option<PathBuf>,
 }
 
@@ -646,5 +646,8 @@ mod tests {
         std::fs::write(&p, good.replace("imap:", "imapp:")).unwrap();
         let e = Target::load(&p).unwrap_err().to_string();
         assert!(e.contains("t.yaml") && e.contains("imapp"), "{e}");
+        std::fs::write(&p, good.replace("port: 993", "port: 993, tls: ssl")).unwrap();
+        let e = Target::load(&p).unwrap_err().to_string();
+        assert!(e.contains("imap.tls: `ssl`"), "{e}");
     }
 }
