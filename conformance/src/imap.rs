@@ -274,19 +274,24 @@ pub async fn fetch_all(
             .command("UID FETCH", &format!("UID FETCH {set} (UID BODY.PEEK[])"))
             .await?;
         for r in fetched {
-            if !r.text.to_ascii_uppercase().contains(" FETCH (") {
+            // Unsolicited FETCH responses (flag updates, RFC 3501 §7.4.2) carry no body.
+            if !r.text.to_ascii_uppercase().contains(" FETCH (") || r.literals.is_empty() {
                 continue;
             }
             let Some(uid) = fetch_uid(&r.text) else {
                 return Err(err("UID FETCH", format!("no UID in `{}`", r.text)));
             };
-            let Some(raw) = r.literals.into_iter().next() else {
-                return Err(err("UID FETCH", format!("no message body for UID {uid}")));
-            };
+            let raw = r.literals.into_iter().next().unwrap_or_default();
             out.push(ImapMessage { uid, raw });
         }
     }
     let _ = c.command("LOGOUT", "LOGOUT").await;
+    if out.len() < uids.len() {
+        return Err(err(
+            "UID FETCH",
+            format!("{} of {} messages came back", out.len(), uids.len()),
+        ));
+    }
     out.sort_by_key(|m| m.uid);
     Ok(out)
 }
