@@ -181,6 +181,12 @@ pub async fn run_all(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {elapsed} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    // A kept runner state has fixed inbound ports: one scenario at a time.
+    let jobs = if target.as_ref().is_some_and(|t| t.runner_state.is_some()) {
+        1
+    } else {
+        jobs
+    };
     let sem = Arc::new(tokio::sync::Semaphore::new(jobs));
     let mut set = tokio::task::JoinSet::new();
     let mut results: Vec<Option<ScenarioResult>> = vec![None; scenarios.len()];

@@ -293,19 +293,30 @@ impl Topology {
                 _dir: dir,
             });
         }
+        // The gestori's identity: new in the scenario's folder, or the target's kept runner state.
+        let kept = target.and_then(|t| t.runner_state.clone());
         let state = tokio::task::spawn_blocking({
-            let path = dir.path().to_path_buf();
+            let path = kept.clone().unwrap_or_else(|| dir.path().to_path_buf());
             let n = names.len();
             move || dev::prepare(&path, n, false)
         })
         .await??;
         let roots = reference_gestore::tls::root_store_from_files(&[&state.ca])
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // A kept state is shared between scenarios: the directory changes on a copy.
+        let directory = if kept.is_some() {
+            let copy = dir.path().join("directory.ldif");
+            std::fs::copy(&state.directory, &copy)
+                .with_context(|| format!("copying {}", state.directory.display()))?;
+            copy
+        } else {
+            state.directory.clone()
+        };
         if let Some(entry) = target.and_then(|t| t.directory_entry.as_ref()) {
             let ldif = std::fs::read(entry)
                 .with_context(|| format!("the target's directory_entry {}", entry.display()))?;
-            let mut dir = std::fs::read(&state.directory)
-                .with_context(|| format!("reading {}", state.directory.display()))?;
+            let mut dir = std::fs::read(&directory)
+                .with_context(|| format!("reading {}", directory.display()))?;
             // LDIF records are separated by a blank line (RFC 2849).
             dir.extend_from_slice(b"\n\n");
             // One `version:` line per file, at its start (RFC 2849): the appended one is dropped.
@@ -314,8 +325,8 @@ impl Topology {
                 dir.extend_from_slice(line.as_bytes());
                 dir.push(b'\n');
             }
-            std::fs::write(&state.directory, dir)
-                .with_context(|| format!("writing {}", state.directory.display()))?;
+            std::fs::write(&directory, dir)
+                .with_context(|| format!("writing {}", directory.display()))?;
         }
         let mut configs = Vec::new();
         for (name, inst) in names.iter().zip(&state.instances) {
@@ -376,6 +387,7 @@ impl Topology {
             if let Some(ca) = target.and_then(|t| t.ca.as_ref()) {
                 c.trust.push(ca.clone());
             }
+            c.directory = directory.clone();
             let p = &spec.profile;
             if let Some(v) = p.test_addresses {
                 c.profile.test_addresses = v;
@@ -415,6 +427,12 @@ impl Topology {
             c.listeners.submission_tls = Some(any);
             c.listeners.submission_starttls = Some(any);
             c.listeners.inbound = Some(any);
+            if kept.is_some() {
+                // The target routes this gestore's domain to the inbound port of the kept state;
+                // the store is the scenario's own.
+                c.listeners.inbound = Some(inst.inbound);
+                c.store.sqlite = dir.path().join(format!("{name}.db"));
+            }
             // The runner reads mailboxes from the stores: no IMAP or POP3 listeners.
             c.listeners.imap_tls = None;
             c.listeners.imap_starttls = None;
@@ -520,6 +538,14 @@ pub struct Target {
     pub directory_entry: Option<PathBuf>,
     /// Trust anchors (PEM) for its TLS and signing certificates, relative to the target file.
     pub ca: Option<PathBuf>,
+    /// A folder where the runner keeps its reference gestori's identity between runs (test CA,
+    /// keys, directory entries, inbound ports: a `pec-gestore dev` state, created on first use),
+    /// relative to the target file. The target lists those gestori in its directory, trusts
+    /// their CA and routes their domains to their inbound ports, so that it accepts their
+    /// envelopes as PEC and sends its receipts back (RFC 6109 §4.5, §5.3). Without it each
+    /// scenario's gestori are new and unknown to the target.
+    #[serde(default)]
+    pub runner_state: Option<PathBuf>,
 }
 
 /// A host and port.
@@ -582,7 +608,10 @@ impl Target {
             }
         }
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut t.directory_entry, &mut t.ca].into_iter().flatten() {
+        for p in [&mut t.directory_entry, &mut t.ca, &mut t.runner_state]
+            .into_iter()
+            .flatten()
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

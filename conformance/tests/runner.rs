@@ -114,31 +114,51 @@ const DEV_PASSWORD_ENV: &str = "PEC_CONFORMANCE_TEST_DEV_PASSWORD";
 
 /// A `pec-gestore dev` provider (one instance, real clock) and a target file describing it, its
 /// IMAP read with `imap_tls` (`implicit`) or `starttls`.
+/// The directory entry (RFC 6109 §4.5) of a dev provider, from its signing certificate.
+fn dev_entry(inst: &reference_gestore::dev::DevInstance) -> pec_formats::directory::ProviderEntry {
+    let c = reference_gestore::config::Config::load(&inst.config).unwrap();
+    let cert = openssl::x509::X509::from_pem(&std::fs::read(&c.signing.cert).unwrap()).unwrap();
+    reference_gestore::dev::entry(&inst.name, &inst.domain, &inst.service_address, &cert).unwrap()
+}
+
+/// With `runner_state`, the runner's gestore A keeps its identity there and the dev provider
+/// lists it in its directory, trusts its CA and routes its domain to its inbound port.
 async fn dev_target(
     dir: &Path,
     imap_tls: &str,
+    runner_state: bool,
 ) -> (reference_gestore::instance::Instance, std::path::PathBuf) {
     // The second provider of a dev pair (pec.b.test), so that its domain differs from the
     // runner's own gestore A (pec.a.test); only it runs.
     let state = reference_gestore::dev::prepare(&dir.join("dev"), 2, false).unwrap();
     let inst = &state.instances[1];
-    let config = reference_gestore::config::Config::load(&inst.config).unwrap();
+    let mut config = reference_gestore::config::Config::load(&inst.config).unwrap();
+    // Its own entry of the provider directory, for `directory_entry`.
+    let mine = dev_entry(inst);
+    let runner_dir = dir.join("runner-state");
+    if runner_state {
+        let runner = reference_gestore::dev::prepare(&runner_dir, 1, false).unwrap();
+        let a = &runner.instances[0];
+        let both = pec_formats::directory::Directory {
+            providers: vec![dev_entry(a), mine.clone()],
+            root: vec![],
+        };
+        let file = dir.join("target-directory.ldif");
+        std::fs::write(&file, both.to_ldif()).unwrap();
+        config.directory = file;
+        config.trust.push(runner.ca.clone());
+        config
+            .routes
+            .insert(a.domain.clone(), a.inbound.to_string());
+    }
     let running = reference_gestore::instance::Instance::start(
         config,
         reference_gestore::clock::SystemClock::new(),
     )
     .await
     .unwrap();
-    // Its own entry of the provider directory (RFC 6109 §4.5), for `directory_entry`.
-    let entry = reference_gestore::dev::entry(
-        &inst.name,
-        &inst.domain,
-        &inst.service_address,
-        &running.gestore.signer.cert,
-    )
-    .unwrap();
     let ldif = pec_formats::directory::Directory {
-        providers: vec![entry],
+        providers: vec![mine],
         root: vec![],
     }
     .to_ldif();
@@ -164,12 +184,17 @@ async fn dev_target(
         })
         .collect();
     let text = format!(
-        "name: dev-{imap_tls}\ndomains: [{domain}]\n\
+        "name: dev-{imap_tls}\ndomains: [{domain}]\n{kept}\
          submission: {{ host: 127.0.0.1, port: {sub}, tls: implicit }}\n\
          imap: {{ host: 127.0.0.1, port: {imap}, tls: {imap_tls} }}\n\
          inbound: {{ host: 127.0.0.1, port: {inb}, starttls: true }}\n\
          mailboxes:\n{mailboxes}directory_entry: {dir_entry}\nca: {ca}\n",
         domain = inst.domain,
+        kept = if runner_state {
+            format!("runner_state: {}\n", runner_dir.display())
+        } else {
+            String::new()
+        },
         sub = e.submission_tls.unwrap().port(),
         imap = imap.port(),
         inb = e.inbound.unwrap().port(),
@@ -192,7 +217,7 @@ fn step_status(r: &pec_conformance::run_report::ScenarioResult) -> Vec<(String, 
 async fn target_delivery_reads_a_dev_provider_over_imap_starttls() {
     use pec_conformance::topology::Target;
     let tmp = tempfile::tempdir().unwrap();
-    let (dev, file) = dev_target(tmp.path(), "starttls").await;
+    let (dev, file) = dev_target(tmp.path(), "starttls", false).await;
     let target = std::sync::Arc::new(Target::load(&file).unwrap());
     // external.target-delivery, up to what a provider that does not list the runner's per-scenario
     // gestori in its directory can do: the envelope from A is not trusted there, so t1 gets a busta
@@ -235,7 +260,7 @@ async fn target_delivery_reads_a_dev_provider_over_imap_starttls() {
 async fn target_mailboxes_are_read_over_implicit_tls_imap() {
     use pec_conformance::topology::Target;
     let tmp = tempfile::tempdir().unwrap();
-    let (dev, file) = dev_target(tmp.path(), "implicit").await;
+    let (dev, file) = dev_target(tmp.path(), "implicit", false).await;
     let target = std::sync::Arc::new(Target::load(&file).unwrap());
     // Between two mailboxes of the target: its own receipts and envelope, read over IMAP.
     let text = "id: external.target-internal\ntitle: t\ntags: [external]\nrequirements: [DEL-01]\n\
@@ -284,4 +309,41 @@ async fn target_mailboxes_are_read_over_implicit_tls_imap() {
         r.steps[0].message
     );
     assert!(m.starts_with("step 2 ") && m.contains("IMAP LOGIN"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_delivery_passes_against_a_dev_provider_that_knows_the_runner() {
+    use pec_conformance::topology::Target;
+    let tmp = tempfile::tempdir().unwrap();
+    let (dev, file) = dev_target(tmp.path(), "starttls", true).await;
+    let target = std::sync::Arc::new(Target::load(&file).unwrap());
+    let out = tempfile::tempdir().unwrap();
+    let r = run_scenario(
+        scenario("external.target-delivery"),
+        Some(target),
+        false,
+        out.path().to_path_buf(),
+    )
+    .await;
+    dev.stop().await;
+    assert_eq!(
+        r.status,
+        Status::Passed,
+        "{:?}\n{}\n{:?}",
+        r.message,
+        failures(&r),
+        step_status(&r)
+    );
+    assert!(r.steps.iter().all(|s| s.status == Status::Passed));
+    // The envelope on the target, read over IMAP, passed every offline check.
+    let last = r.steps.last().unwrap();
+    assert!(
+        last.checks
+            .iter()
+            .filter(|c| c.id.starts_with("verify."))
+            .all(|c| c.status != Status::Failed)
+            && last.checks.iter().any(|c| c.id == "verify.signature.chain"),
+        "{:?}",
+        last.checks
+    );
 }
