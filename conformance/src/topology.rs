@@ -664,11 +664,12 @@ mod tests {
             imap: { host: imap.example.it, port: 993 }\n\
             inbound: { host: mx.example.it, port: 25, starttls: true }\n\
             mailboxes:\n  - { address: t1@pec.example.it, password_env: T1 }\n\
-            directory_entry: entry.ldif\n";
+            directory_entry: entry.ldif\nrunner_state: kept\n";
         std::fs::write(&p, good).unwrap();
         let t = Target::load(&p).unwrap();
         assert_eq!(t.inbound_route(), "mx.example.it:25");
         assert_eq!(t.directory_entry.unwrap(), tmp.path().join("entry.ldif"));
+        assert_eq!(t.runner_state.unwrap(), tmp.path().join("kept"));
         std::fs::write(&p, good.replace("t1@pec.example.it", "t1@elsewhere.it")).unwrap();
         let e = Target::load(&p).unwrap_err().to_string();
         assert!(e.contains("not in the target's domains"), "{e}");
