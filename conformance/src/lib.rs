@@ -2,6 +2,7 @@
 //!
 //! - [`checks`]: every check of one message, each with an id and the rule it implements;
 //! - [`dtd`]: our own validator for the daticert DTD (refuses entities, fetches nothing);
+//! - [`imap`]: a small IMAP client that reads the target's mailboxes;
 //! - [`mime`]: minimal reading of the signed entity as written;
 //! - [`report`]: verdicts, human text and the JSON schema of `conformance/README.md`;
 //! - [`scenario`], [`topology`], [`craft`], [`runner`], [`run_report`]: `pec-conformance run`, the
@@ -10,6 +11,7 @@
 pub mod checks;
 pub mod craft;
 pub mod dtd;
+pub mod imap;
 pub mod mime;
 pub mod report;
 pub mod run_report;

@@ -4,6 +4,7 @@
 //! Scenarios are independent (each has its own gestori, folder and clock) and run `--jobs` at a time.
 
 use crate::craft::{self, Draft};
+use crate::imap::ImapServer;
 use crate::run_report::{
     self as report, Check, GestoreInfo, RunReport, ScenarioResult, Status, StepResult,
 };
@@ -180,6 +181,12 @@ pub async fn run_all(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {elapsed} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    // A kept runner state has fixed inbound ports: one scenario at a time.
+    let jobs = if target.as_ref().is_some_and(|t| t.runner_state.is_some()) {
+        1
+    } else {
+        jobs
+    };
     let sem = Arc::new(tokio::sync::Semaphore::new(jobs));
     let mut set = tokio::task::JoinSet::new();
     let mut results: Vec<Option<ScenarioResult>> = vec![None; scenarios.len()];
@@ -239,7 +246,7 @@ pub async fn run_all(
 enum Place {
     /// On a reference gestore (read from its store).
     Reference { gestore: String, address: String },
-    /// On the target (reading it is future work).
+    /// On the target (read over IMAP).
     External { address: String },
     /// Ordinary mail caught by the sink.
     Ordinary { address: String },
@@ -371,7 +378,7 @@ pub async fn run_scenario(
                 .collect()
         })
         .unwrap_or_default();
-    let topo = match Topology::start(&s, &routes).await {
+    let topo = match Topology::start_with_target(&s, &routes, target.as_deref()).await {
         Ok(t) => t,
         Err(e) => {
             result.status = Status::Failed;
@@ -439,11 +446,14 @@ pub async fn run_scenario(
             },
         })
         .collect();
+    // The topology's test CA and, against a target, the target's `ca` judge signatures.
     let trust = TrustStore {
-        certs: std::fs::read(&topo.ca_pem)
-            .ok()
-            .and_then(|p| openssl::x509::X509::stack_from_pem(&p).ok())
-            .unwrap_or_default(),
+        certs: std::iter::once(topo.ca_pem.clone())
+            .chain(target.as_ref().and_then(|t| t.ca.clone()))
+            .filter_map(|p| std::fs::read(p).ok())
+            .filter_map(|p| openssl::x509::X509::stack_from_pem(&p).ok())
+            .flatten()
+            .collect(),
     };
     let rel = format!("evidence/{}", s.id);
     let mut run = Run {
@@ -461,6 +471,20 @@ pub async fn run_scenario(
         seq: 0,
         evidence: Vec::new(),
     };
+    // What the target's mailboxes hold before the scenario is not new: mark it as seen.
+    let external: Vec<Place> = run
+        .places
+        .values()
+        .filter(|p| matches!(p, Place::External { .. }))
+        .cloned()
+        .collect();
+    for p in external {
+        if let Ok(ms) = run.messages_checked(&p).await {
+            for m in ms {
+                run.claimed.insert((p.address().to_string(), m.key));
+            }
+        }
+    }
     let mut failed = false;
     for (index, step) in s.steps.iter().enumerate() {
         let start = t0.elapsed();
@@ -572,6 +596,8 @@ pub const DEFAULT_NONE: Dur = Dur(Duration::from_secs(2));
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// How often mailboxes are looked at.
 const POLL: Duration = Duration::from_millis(25);
+/// How often the target's mailboxes are read over IMAP.
+const POLL_IMAP: Duration = Duration::from_millis(500);
 
 /// Runs a synchronous library call, turning a panic into an error (an unfinished function must
 /// fail a check, not the run).
@@ -1018,8 +1044,73 @@ impl Run {
                         .collect()
                 })
                 .unwrap_or_default(),
-            Place::External { .. } => Vec::new(),
+            Place::External { .. } => self.messages_checked(place).await.unwrap_or_default(),
         }
+    }
+
+    /// How to read the target's mailboxes: its `imap:` endpoint, trusting its `ca:`.
+    fn target_imap(&self) -> Result<ImapServer, StepOutcome> {
+        let Some(t) = &self.target else {
+            return Err(StepOutcome::fail("no target"));
+        };
+        let Some(e) = &t.imap else {
+            return Err(StepOutcome::skip(
+                "reading the target's mailboxes needs `imap:` in the target file",
+            ));
+        };
+        let roots = match &t.ca {
+            Some(p) => reference_gestore::tls::root_store_from_files(&[p])
+                .map_err(|e| StepOutcome::fail(e.to_string()))?,
+            None => {
+                return Err(StepOutcome::skip(
+                    "reading the target's mailboxes needs `ca:` (its TLS trust anchors) in the target file",
+                ));
+            }
+        };
+        Ok(ImapServer {
+            host: e.host.clone(),
+            port: e.port,
+            // RFC 8314 §3.2 implicit TLS by default; STARTTLS (RFC 3501 §6.2.1) when asked.
+            starttls: e.tls.as_deref() == Some("starttls"),
+            roots,
+            server_name: e.host.clone(),
+            timeout: Duration::from_secs(30),
+        })
+    }
+
+    /// The INBOX of a mailbox of the target, over IMAP; an error says why it could not be read
+    /// (empty for the other places: they are read from the stores).
+    async fn messages_checked(&self, place: &Place) -> Result<Vec<Received>, StepOutcome> {
+        let Place::External { address } = place else {
+            return Ok(Vec::new());
+        };
+        let server = self.target_imap()?;
+        let Some(m) = self
+            .target
+            .as_ref()
+            .and_then(|t| t.mailboxes.iter().find(|m| &m.address == address))
+        else {
+            return Err(StepOutcome::fail(format!(
+                "the target has no mailbox {address}"
+            )));
+        };
+        let Ok(pw) = std::env::var(&m.password_env) else {
+            return Err(StepOutcome::fail(format!(
+                "environment variable {} (password of {address}) is not set",
+                m.password_env
+            )));
+        };
+        let ms = crate::imap::fetch_all(&server, address, &pw, "INBOX")
+            .await
+            .map_err(|e| StepOutcome::fail(format!("reading {address}: {e}")))?;
+        Ok(ms
+            .into_iter()
+            .map(|m| Received {
+                key: i64::from(m.uid),
+                kind: kind_by_headers(&m.raw).to_string(),
+                raw: m.raw,
+            })
+            .collect())
     }
 
     async fn unclaimed(&self, place: &Place, kind: &str) -> Vec<Received> {
@@ -1035,9 +1126,15 @@ impl Run {
         let Some(place) = self.places.get(&x.mailbox).cloned() else {
             return StepOutcome::fail(format!("no mailbox {}", x.mailbox));
         };
-        if matches!(place, Place::External { .. }) {
-            return StepOutcome::skip("reading the target's mailboxes over IMAP is future work");
+        // Against a target its mailboxes are read over IMAP: fail (or skip) now when they cannot be.
+        if let Err(o) = self.messages_checked(&place).await {
+            return o;
         }
+        let poll = if matches!(place, Place::External { .. }) {
+            POLL_IMAP
+        } else {
+            POLL
+        };
         let want = x.count.unwrap_or(1);
         let within = x.within.unwrap_or(DEFAULT_WITHIN).0;
         let deadline = Instant::now() + within;
@@ -1056,7 +1153,7 @@ impl Run {
         };
         let mut found = select(self.unclaimed(&place, &x.kind).await);
         while found.len() < want && Instant::now() < deadline {
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(poll).await;
             found = select(self.unclaimed(&place, &x.kind).await);
         }
         let mut o = StepOutcome::pass();
@@ -1233,9 +1330,15 @@ impl Run {
         let Some(place) = self.places.get(&n.mailbox).cloned() else {
             return StepOutcome::fail(format!("no mailbox {}", n.mailbox));
         };
-        if matches!(place, Place::External { .. }) {
-            return StepOutcome::skip("reading the target's mailboxes over IMAP is future work");
+        // Against a target its mailboxes are read over IMAP: fail (or skip) now when they cannot be.
+        if let Err(o) = self.messages_checked(&place).await {
+            return o;
         }
+        let poll = if matches!(place, Place::External { .. }) {
+            POLL_IMAP
+        } else {
+            POLL
+        };
         if let Some(a) = &n.after {
             let o = self.advance(&a.advance_clock).await;
             if o.status != Status::Passed {
@@ -1245,7 +1348,7 @@ impl Run {
         let until = Instant::now() + n.for_.unwrap_or(DEFAULT_NONE).0;
         let mut found = self.unclaimed(&place, &n.kind).await;
         while found.is_empty() && Instant::now() < until {
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(poll).await;
             found = self.unclaimed(&place, &n.kind).await;
         }
         let mut o = StepOutcome::pass();

@@ -254,6 +254,17 @@ impl Topology {
         s: &Scenario,
         target_routes: &[(String, String)],
     ) -> anyhow::Result<Topology> {
+        Topology::start_with_target(s, target_routes, None).await
+    }
+
+    /// [`Topology::start`], and with a target its reference gestori also trust the target's `ca`
+    /// (TLS and signatures) and list its `directory_entry` in their provider directory
+    /// (RFC 6109 §4.5), so that its receipts are accepted as PEC.
+    pub async fn start_with_target(
+        s: &Scenario,
+        target_routes: &[(String, String)],
+        target: Option<&Target>,
+    ) -> anyhow::Result<Topology> {
         let dir = tempfile::Builder::new()
             .prefix("pec-conformance-")
             .tempdir()
@@ -282,14 +293,41 @@ impl Topology {
                 _dir: dir,
             });
         }
+        // The gestori's identity: new in the scenario's folder, or the target's kept runner state.
+        let kept = target.and_then(|t| t.runner_state.clone());
         let state = tokio::task::spawn_blocking({
-            let path = dir.path().to_path_buf();
+            let path = kept.clone().unwrap_or_else(|| dir.path().to_path_buf());
             let n = names.len();
             move || dev::prepare(&path, n, false)
         })
         .await??;
         let roots = reference_gestore::tls::root_store_from_files(&[&state.ca])
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // A kept state is shared between scenarios: the directory changes on a copy.
+        let directory = if kept.is_some() {
+            let copy = dir.path().join("directory.ldif");
+            std::fs::copy(&state.directory, &copy)
+                .with_context(|| format!("copying {}", state.directory.display()))?;
+            copy
+        } else {
+            state.directory.clone()
+        };
+        if let Some(entry) = target.and_then(|t| t.directory_entry.as_ref()) {
+            let ldif = std::fs::read(entry)
+                .with_context(|| format!("the target's directory_entry {}", entry.display()))?;
+            let mut dir = std::fs::read(&directory)
+                .with_context(|| format!("reading {}", directory.display()))?;
+            // LDIF records are separated by a blank line (RFC 2849).
+            dir.extend_from_slice(b"\n\n");
+            // One `version:` line per file, at its start (RFC 2849): the appended one is dropped.
+            let text = String::from_utf8_lossy(&ldif);
+            for line in text.lines().filter(|l| !l.starts_with("version:")) {
+                dir.extend_from_slice(line.as_bytes());
+                dir.push(b'\n');
+            }
+            std::fs::write(&directory, dir)
+                .with_context(|| format!("writing {}", directory.display()))?;
+        }
         let mut configs = Vec::new();
         for (name, inst) in names.iter().zip(&state.instances) {
             let c = Config::load(&inst.config).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -346,6 +384,10 @@ impl Topology {
             let GestoreSpec::Reference(spec) = &s.topology[&name] else {
                 continue;
             };
+            if let Some(ca) = target.and_then(|t| t.ca.as_ref()) {
+                c.trust.push(ca.clone());
+            }
+            c.directory = directory.clone();
             let p = &spec.profile;
             if let Some(v) = p.test_addresses {
                 c.profile.test_addresses = v;
@@ -385,6 +427,12 @@ impl Topology {
             c.listeners.submission_tls = Some(any);
             c.listeners.submission_starttls = Some(any);
             c.listeners.inbound = Some(any);
+            if kept.is_some() {
+                // The target routes this gestore's domain to the inbound port of the kept state;
+                // the store is the scenario's own.
+                c.listeners.inbound = Some(inst.inbound);
+                c.store.sqlite = dir.path().join(format!("{name}.db"));
+            }
             // The runner reads mailboxes from the stores: no IMAP or POP3 listeners.
             c.listeners.imap_tls = None;
             c.listeners.imap_starttls = None;
@@ -480,7 +528,7 @@ pub struct Target {
     pub domains: Vec<String>,
     /// Submission.
     pub submission: Endpoint,
-    /// IMAP (reading mailboxes: future work).
+    /// IMAP, to read its mailboxes (`tls`: `implicit`, the default, or `starttls`).
     pub imap: Option<Endpoint>,
     /// Inbound SMTP from other providers.
     pub inbound: Endpoint,
@@ -488,8 +536,16 @@ pub struct Target {
     pub mailboxes: Vec<TargetMailbox>,
     /// Its entry in the provider directory (LDIF), relative to the target file.
     pub directory_entry: Option<PathBuf>,
-    /// Trust anchors (PEM) for its TLS certificates, relative to the target file.
+    /// Trust anchors (PEM) for its TLS and signing certificates, relative to the target file.
     pub ca: Option<PathBuf>,
+    /// A folder where the runner keeps its reference gestori's identity between runs (test CA,
+    /// keys, directory entries, inbound ports: a `pec-gestore dev` state, created on first use),
+    /// relative to the target file. The target lists those gestori in its directory, trusts
+    /// their CA and routes their domains to their inbound ports, so that it accepts their
+    /// envelopes as PEC and sends its receipts back (RFC 6109 §4.5, §5.3). Without it each
+    /// scenario's gestori are new and unknown to the target.
+    #[serde(default)]
+    pub runner_state: Option<PathBuf>,
 }
 
 /// A host and port.
@@ -534,6 +590,11 @@ impl Target {
                 "submission.tls: `{tls}` (implicit or starttls)"
             )));
         }
+        if let Some(tls) = t.imap.as_ref().and_then(|i| i.tls.as_ref())
+            && !matches!(tls.as_str(), "implicit" | "starttls")
+        {
+            return Err(fail(format!("imap.tls: `{tls}` (implicit or starttls)")));
+        }
         for m in &t.mailboxes {
             let domain = m.address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
             if !t.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
@@ -547,7 +608,10 @@ impl Target {
             }
         }
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut t.directory_entry, &mut t.ca].into_iter().flatten() {
+        for p in [&mut t.directory_entry, &mut t.ca, &mut t.runner_state]
+            .into_iter()
+            .flatten()
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -600,16 +664,20 @@ mod tests {
             imap: { host: imap.example.it, port: 993 }\n\
             inbound: { host: mx.example.it, port: 25, starttls: true }\n\
             mailboxes:\n  - { address: t1@pec.example.it, password_env: T1 }\n\
-            directory_entry: entry.ldif\n";
+            directory_entry: entry.ldif\nrunner_state: kept\n";
         std::fs::write(&p, good).unwrap();
         let t = Target::load(&p).unwrap();
         assert_eq!(t.inbound_route(), "mx.example.it:25");
         assert_eq!(t.directory_entry.unwrap(), tmp.path().join("entry.ldif"));
+        assert_eq!(t.runner_state.unwrap(), tmp.path().join("kept"));
         std::fs::write(&p, good.replace("t1@pec.example.it", "t1@elsewhere.it")).unwrap();
         let e = Target::load(&p).unwrap_err().to_string();
         assert!(e.contains("not in the target's domains"), "{e}");
         std::fs::write(&p, good.replace("imap:", "imapp:")).unwrap();
         let e = Target::load(&p).unwrap_err().to_string();
         assert!(e.contains("t.yaml") && e.contains("imapp"), "{e}");
+        std::fs::write(&p, good.replace("port: 993", "port: 993, tls: ssl")).unwrap();
+        let e = Target::load(&p).unwrap_err().to_string();
+        assert!(e.contains("imap.tls: `ssl`"), "{e}");
     }
 }

@@ -108,3 +108,242 @@ async fn a_wrong_expectation_fails_and_names_the_step() {
     assert!(m.contains("non-accettazione"), "{m}");
     assert_eq!(r.steps[2].status, Status::Skipped);
 }
+
+/// The environment variable holding the dev mailboxes' password in the target files below.
+const DEV_PASSWORD_ENV: &str = "PEC_CONFORMANCE_TEST_DEV_PASSWORD";
+
+/// A `pec-gestore dev` provider (one instance, real clock) and a target file describing it, its
+/// IMAP read with `imap_tls` (`implicit`) or `starttls`.
+/// The directory entry (RFC 6109 §4.5) of a dev provider, from its signing certificate.
+fn dev_entry(inst: &reference_gestore::dev::DevInstance) -> pec_formats::directory::ProviderEntry {
+    let c = reference_gestore::config::Config::load(&inst.config).unwrap();
+    let cert = openssl::x509::X509::from_pem(&std::fs::read(&c.signing.cert).unwrap()).unwrap();
+    reference_gestore::dev::entry(&inst.name, &inst.domain, &inst.service_address, &cert).unwrap()
+}
+
+/// With `runner_state`, the runner's gestore A keeps its identity there and the dev provider
+/// lists it in its directory, trusts its CA and routes its domain to its inbound port.
+async fn dev_target(
+    dir: &Path,
+    imap_tls: &str,
+    runner_state: bool,
+) -> (reference_gestore::instance::Instance, std::path::PathBuf) {
+    // The second provider of a dev pair (pec.b.test), so that its domain differs from the
+    // runner's own gestore A (pec.a.test); only it runs.
+    let state = reference_gestore::dev::prepare(&dir.join("dev"), 2, false).unwrap();
+    let inst = &state.instances[1];
+    let mut config = reference_gestore::config::Config::load(&inst.config).unwrap();
+    // Its own entry of the provider directory, for `directory_entry`.
+    let mine = dev_entry(inst);
+    let runner_dir = dir.join("runner-state");
+    if runner_state {
+        let runner = reference_gestore::dev::prepare(&runner_dir, 1, false).unwrap();
+        let a = &runner.instances[0];
+        let both = pec_formats::directory::Directory {
+            providers: vec![dev_entry(a), mine.clone()],
+            root: vec![],
+        };
+        let file = dir.join("target-directory.ldif");
+        std::fs::write(&file, both.to_ldif()).unwrap();
+        config.directory = file;
+        config.trust.push(runner.ca.clone());
+        config
+            .routes
+            .insert(a.domain.clone(), a.inbound.to_string());
+    }
+    let running = reference_gestore::instance::Instance::start(
+        config,
+        reference_gestore::clock::SystemClock::new(),
+    )
+    .await
+    .unwrap();
+    let ldif = pec_formats::directory::Directory {
+        providers: vec![mine],
+        root: vec![],
+    }
+    .to_ldif();
+    let entry_file = dir.join("entry.ldif");
+    std::fs::write(&entry_file, ldif).unwrap();
+    let e = &running.endpoints;
+    let imap = if imap_tls == "starttls" {
+        e.imap_starttls
+    } else {
+        e.imap_tls
+    }
+    .unwrap();
+    // SAFETY: set before any scenario reads it; every test sets the same value.
+    unsafe { std::env::set_var(DEV_PASSWORD_ENV, reference_gestore::dev::DEV_PASSWORD) };
+    let mailboxes: String = inst
+        .users
+        .iter()
+        .map(|u| {
+            format!(
+                "  - {{ address: {}, password_env: {DEV_PASSWORD_ENV} }}\n",
+                u.address
+            )
+        })
+        .collect();
+    let text = format!(
+        "name: dev-{imap_tls}\ndomains: [{domain}]\n{kept}\
+         submission: {{ host: 127.0.0.1, port: {sub}, tls: implicit }}\n\
+         imap: {{ host: 127.0.0.1, port: {imap}, tls: {imap_tls} }}\n\
+         inbound: {{ host: 127.0.0.1, port: {inb}, starttls: true }}\n\
+         mailboxes:\n{mailboxes}directory_entry: {dir_entry}\nca: {ca}\n",
+        domain = inst.domain,
+        kept = if runner_state {
+            format!("runner_state: {}\n", runner_dir.display())
+        } else {
+            String::new()
+        },
+        sub = e.submission_tls.unwrap().port(),
+        imap = imap.port(),
+        inb = e.inbound.unwrap().port(),
+        dir_entry = entry_file.display(),
+        ca = state.ca.display(),
+    );
+    let file = dir.join("target.yaml");
+    std::fs::write(&file, text).unwrap();
+    (running, file)
+}
+
+fn step_status(r: &pec_conformance::run_report::ScenarioResult) -> Vec<(String, Status)> {
+    r.steps
+        .iter()
+        .map(|s| (s.description.clone(), s.status))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_delivery_reads_a_dev_provider_over_imap_starttls() {
+    use pec_conformance::topology::Target;
+    let tmp = tempfile::tempdir().unwrap();
+    let (dev, file) = dev_target(tmp.path(), "starttls", false).await;
+    let target = std::sync::Arc::new(Target::load(&file).unwrap());
+    // external.target-delivery, up to what a provider that does not list the runner's per-scenario
+    // gestori in its directory can do: the envelope from A is not trusted there, so t1 gets a busta
+    // di anomalia (RFC 6109 §3.2.2) and no presa in carico or receipt comes back.
+    let mut s = scenario("external.target-delivery");
+    let text = std::fs::read_to_string(&s.file).unwrap();
+    let cut = text.find("  - expect: { mailbox: serviceA").unwrap();
+    let text = format!(
+        "{}  - expect: {{ mailbox: t1, kind: anomalia, within: 20s }}\n  - expect_none: {{ mailbox: t1, kind: any, for: 1s }}\n",
+        &text[..cut]
+    );
+    s = Scenario::from_yaml(&s.file, &text, &reqs()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let r = run_scenario(s, Some(target), false, out.path().to_path_buf()).await;
+    dev.stop().await;
+    assert_eq!(
+        r.status,
+        Status::Passed,
+        "{:?}\n{}\n{:?}",
+        r.message,
+        failures(&r),
+        step_status(&r)
+    );
+    assert!(r.steps.iter().all(|s| s.status == Status::Passed));
+    // The anomaly read over IMAP was judged offline, its signature chained to the target's `ca`.
+    let read = &r.steps[2];
+    assert!(
+        read.checks
+            .iter()
+            .any(|c| c.id == "verify.signature.chain" && c.status == Status::Passed),
+        "{:?}",
+        read.checks
+    );
+    let eml = out.path().join(&read.evidence[0]);
+    let raw = std::fs::read_to_string(eml).unwrap();
+    assert!(raw.contains("X-Trasporto: errore"), "{raw}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_mailboxes_are_read_over_implicit_tls_imap() {
+    use pec_conformance::topology::Target;
+    let tmp = tempfile::tempdir().unwrap();
+    let (dev, file) = dev_target(tmp.path(), "implicit", false).await;
+    let target = std::sync::Arc::new(Target::load(&file).unwrap());
+    // Between two mailboxes of the target: its own receipts and envelope, read over IMAP.
+    let text = "id: external.target-internal\ntitle: t\ntags: [external]\nrequirements: [DEL-01]\n\
+                topology: { T: { external: target } }\nmailboxes: { t1: T, t2: T }\nsteps:\n\
+                \x20 - submit: { as: t1, to: [t2], subject: Interno }\n\
+                \x20 - expect: { mailbox: t1, kind: accettazione, save: acc }\n\
+                \x20 - expect: { mailbox: t2, kind: posta-certificata, same_identificativo: acc }\n\
+                \x20 - expect: { mailbox: t1, kind: avvenuta-consegna, same_identificativo: acc }\n\
+                \x20 - expect_none: { mailbox: t2, kind: any, for: 1s }\n";
+    let s = Scenario::from_yaml(&tmp.path().join("internal.yaml"), text, &reqs()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let r = run_scenario(s, Some(target.clone()), false, out.path().to_path_buf()).await;
+    assert_eq!(
+        r.status,
+        Status::Passed,
+        "{:?}\n{}\n{:?}",
+        r.message,
+        failures(&r),
+        step_status(&r)
+    );
+    // A refused IMAP login is a failed step that says why, not a skip.
+    // SAFETY: only this test reads this variable.
+    unsafe { std::env::set_var("PEC_CONFORMANCE_TEST_WRONG_PASSWORD", "not-the-password") };
+    let mut bad = (*target).clone();
+    bad.mailboxes[1].password_env = "PEC_CONFORMANCE_TEST_WRONG_PASSWORD".into();
+    let text = "id: external.target-login\ntitle: t\ntags: [external]\nrequirements: [DEL-01]\n\
+                topology: { T: { external: target } }\nmailboxes: { t1: T, t2: T }\nsteps:\n\
+                \x20 - expect_none: { mailbox: t1, kind: any, for: 1s }\n\
+                \x20 - expect: { mailbox: t2, kind: posta-certificata, within: 1s }\n";
+    let s = Scenario::from_yaml(&tmp.path().join("login.yaml"), text, &reqs()).unwrap();
+    let r = run_scenario(
+        s,
+        Some(std::sync::Arc::new(bad)),
+        false,
+        out.path().to_path_buf(),
+    )
+    .await;
+    dev.stop().await;
+    assert_eq!(r.status, Status::Failed);
+    let m = r.message.unwrap_or_default();
+    // Step 1 passes: what t1 held before the scenario started is not new.
+    assert_eq!(
+        r.steps[0].status,
+        Status::Passed,
+        "{:?}",
+        r.steps[0].message
+    );
+    assert!(m.starts_with("step 2 ") && m.contains("IMAP LOGIN"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_delivery_passes_against_a_dev_provider_that_knows_the_runner() {
+    use pec_conformance::topology::Target;
+    let tmp = tempfile::tempdir().unwrap();
+    let (dev, file) = dev_target(tmp.path(), "starttls", true).await;
+    let target = std::sync::Arc::new(Target::load(&file).unwrap());
+    let out = tempfile::tempdir().unwrap();
+    let r = run_scenario(
+        scenario("external.target-delivery"),
+        Some(target),
+        false,
+        out.path().to_path_buf(),
+    )
+    .await;
+    dev.stop().await;
+    assert_eq!(
+        r.status,
+        Status::Passed,
+        "{:?}\n{}\n{:?}",
+        r.message,
+        failures(&r),
+        step_status(&r)
+    );
+    assert!(r.steps.iter().all(|s| s.status == Status::Passed));
+    // The envelope on the target, read over IMAP, passed every offline check.
+    let last = r.steps.last().unwrap();
+    assert!(
+        last.checks
+            .iter()
+            .filter(|c| c.id.starts_with("verify."))
+            .all(|c| c.status != Status::Failed)
+            && last.checks.iter().any(|c| c.id == "verify.signature.chain"),
+        "{:?}",
+        last.checks
+    );
+}
