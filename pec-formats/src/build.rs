@@ -158,9 +158,7 @@ fn random_hex(n: usize) -> String {
     hex(&buf)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::hex;
 
 /// A new identificativo `<alnum and dots>@<domain>`, unique (RFC 6109 §2.2.1).
 /// Shape `opec<ms-timestamp>.<hex>@<domain>`, modelled on Aruba's `opec275.…@pec.aruba.it`;

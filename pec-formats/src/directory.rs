@@ -97,9 +97,7 @@ fn der_hash(der: &[u8]) -> String {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::hex;
 
 /// A hash as compared: colons removed, lower case (`caseIgnoreIA5Match`, RFC 6109 §4.5.1).
 fn normalize_hash(h: &str) -> String {

@@ -20,3 +20,8 @@ pub mod parse;
 pub mod pki;
 pub mod smime;
 pub mod time;
+
+/// Lower-case hex of `bytes` (certificate hashes, breve hashes, boundaries, chain hashes).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -361,9 +361,7 @@ fn ecdsa_oid(d: DigestAlg) -> &'static [u8] {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use crate::hex;
 
 /// Certificates trusted as anchors (a PEM bundle, a folder of PEM files, or the provider
 /// directory's certificates). An anchor may be an intermediate (partial chains are allowed).

@@ -231,10 +231,7 @@ pub fn entry(
     cert: &X509,
 ) -> anyhow::Result<ProviderEntry> {
     let der = cert.to_der()?;
-    let hash: String = openssl::sha::sha1(&der)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = pec_formats::directory::certificate_hash(cert);
     Ok(ProviderEntry {
         name: name.into(),
         managed_domains: vec![domain.into()],

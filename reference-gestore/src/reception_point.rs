@@ -448,6 +448,4 @@ async fn ordinary(
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use pec_formats::hex;

@@ -200,9 +200,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex(&openssl::sha::sha256(bytes))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use pec_formats::hex;
 
 /// The field names of the canonical serialisation, in order (digest §11 fields plus seq and prev).
 pub const FIELDS: [&str; 10] = [
