@@ -129,6 +129,20 @@ async fn a6_c1_to_and_cc_with_breve_give_the_right_receipts() {
         .await;
     let acc = inbox.iter().find(|m| m.kind == "accettazione").unwrap();
     let acc_d = daticert_of(&acc.raw);
+    // E1 (RFC 6109 §4.1): one time value per transaction: the Date header, the daticert data and
+    // the text of the acceptance say the same instant.
+    let at = acc_d.dati.data.to_instant().unwrap();
+    let parsed = pec_formats::parse::parse(&acc.raw).unwrap();
+    assert_eq!(
+        parsed.header("Date"),
+        Some(pec_formats::time::rfc5322_date(at).as_str())
+    );
+    assert!(
+        parsed
+            .text
+            .unwrap()
+            .contains(&pec_formats::time::text_time(at))
+    );
     assert!(
         acc_d
             .intestazione
