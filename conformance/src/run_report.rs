@@ -278,7 +278,7 @@ code,pre{font:12px ui-monospace,monospace}pre{white-space:pre-wrap;margin:0}
 ";
 
 const INDEX: &str = r#"<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>PEC conformance {{ r.run_id }}</title><style>{{ style }}</style></head>
+<html lang="en"><head><meta charset="utf-8"><title>PEC conformance {{ r.run_id }}</title><style>{{ style|safe }}</style></head>
 <body>
 <h1>PEC conformance run {{ r.run_id }}</h1>
 <p>{{ summary }} &middot; started {{ r.started }} &middot; {{ r.duration_ms }} ms{% if r.target %} &middot; target {{ r.target }}{% endif %}</p>
@@ -298,7 +298,7 @@ const INDEX: &str = r#"<!DOCTYPE html>
 "#;
 
 const CASE: &str = r#"<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{{ s.id }}</title><style>{{ style }}</style></head>
+<html lang="en"><head><meta charset="utf-8"><title>{{ s.id }}</title><style>{{ style|safe }}</style></head>
 <body>
 <p><a href="../index.html">&larr; run {{ run_id }}</a></p>
 <h1>{{ s.id }}: <span class="{{ s.status }}">{{ s.status }}</span></h1>
