@@ -6,6 +6,7 @@
 //! `multipart/mixed` and its parts for every kind; each builder only chooses headers, text and parts.
 
 use crate::daticert::{Data, Dati, Daticert, Destinatario, Intestazione};
+use crate::hex;
 use crate::kind::{
     self, DATICERT_FILENAME, Errore, Kind, POSTACERT_FILENAME, TimeoutPhase, Tipo,
     TipoDestinatario, TipoRicevuta,
@@ -157,8 +158,6 @@ fn random_hex(n: usize) -> String {
     }
     hex(&buf)
 }
-
-use crate::hex;
 
 /// A new identificativo `<alnum and dots>@<domain>`, unique (RFC 6109 §2.2.1).
 /// Shape `opec<ms-timestamp>.<hex>@<domain>`, modelled on Aruba's `opec275.…@pec.aruba.it`;

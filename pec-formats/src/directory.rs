@@ -10,6 +10,7 @@
 //! kept in `other` (as `("dn", value)`) only when it differs from the canonical one
 //! ([`ProviderEntry::dn`]), e.g. the RFC's own secondary-environment example.
 
+use crate::hex;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use openssl::hash::MessageDigest;
@@ -96,8 +97,6 @@ fn der_hash(der: &[u8]) -> String {
         Err(_) => String::new(),
     }
 }
-
-use crate::hex;
 
 /// A hash as compared: colons removed, lower case (`caseIgnoreIA5Match`, RFC 6109 §4.5.1).
 fn normalize_hash(h: &str) -> String {

@@ -6,6 +6,7 @@
 //! choose the digest) and read back with a small DER reader, so every verification step can say
 //! exactly what failed. OpenSSL computes digests, signatures and certificate chains.
 
+use crate::hex;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use openssl::asn1::{Asn1Object, Asn1Time};
@@ -360,8 +361,6 @@ fn ecdsa_oid(d: DigestAlg) -> &'static [u8] {
         DigestAlg::Sha512 => der::OID_ECDSA_SHA512,
     }
 }
-
-use crate::hex;
 
 /// Certificates trusted as anchors (a PEM bundle, a folder of PEM files, or the provider
 /// directory's certificates). An anchor may be an intermediate (partial chains are allowed).

@@ -144,12 +144,7 @@ pub async fn submit(
     }
 
     // RFC 6109 §3.1.3, §5.4: the antivirus before acceptance.
-    if let Verdict::Infected(name) = g
-        .antivirus
-        .scan(raw)
-        .await
-        .map_err(|e| anyhow::anyhow!("antivirus: {}", e.0))?
-    {
+    if let Verdict::Infected(name) = g.antivirus.scan(raw).await? {
         let notice =
             build::non_accettazione_virus(&p, &c, &name).context("non-accettazione per virus")?;
         deliver_notice(&mut batch, user, Kind::NonAccettazioneVirus, &notice);

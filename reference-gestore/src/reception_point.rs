@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use pec_formats::build::{self, Certification};
 use pec_formats::daticert::Daticert;
 use pec_formats::directory::ProviderEntry;
+use pec_formats::hex;
 use pec_formats::kind::{Kind, TimeoutPhase};
 use pec_formats::parse::{self, PecMessage};
 use pec_formats::smime::{self, Outcome, VerifyOptions};
@@ -208,11 +209,7 @@ async fn envelope(
     }
     let from = g.config.provider.service_address.clone();
     let to = v.provider.mail_receipt.clone();
-    let mut verdict = g
-        .antivirus
-        .scan(raw)
-        .await
-        .map_err(|e| anyhow::anyhow!("antivirus: {}", e.0))?;
+    let mut verdict = g.antivirus.scan(raw).await?;
     // The reserved test address makes this provider find a virus that the sender's provider
     // missed (README, "Test addresses").
     if g.config.profile.test_addresses
@@ -396,12 +393,7 @@ async fn ordinary(
             provider: me.clone(),
         })
     };
-    if let Verdict::Infected(name) = g
-        .antivirus
-        .scan(raw)
-        .await
-        .map_err(|e| anyhow::anyhow!("antivirus: {}", e.0))?
-    {
+    if let Verdict::Infected(name) = g.antivirus.scan(raw).await? {
         // Infected ordinary mail may be dropped (digest §13); it is kept in the virus store.
         batch.push(Op::Virus {
             point: "reception-point".into(),
@@ -447,5 +439,3 @@ async fn ordinary(
         }
     }
 }
-
-use pec_formats::hex;

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::store::{LogRecord, SqliteStore};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Months, NaiveDate, TimeZone, Utc};
+use pec_formats::hex;
 use pec_formats::time::{rome_offset, to_rome};
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqliteConnection};
@@ -199,8 +200,6 @@ impl LogConfig {
 fn sha256_hex(bytes: &[u8]) -> String {
     hex(&openssl::sha::sha256(bytes))
 }
-
-use pec_formats::hex;
 
 /// The field names of the canonical serialisation, in order (digest §11 fields plus seq and prev).
 pub const FIELDS: [&str; 10] = [

@@ -83,7 +83,11 @@ with smtplib.SMTP_SSL('127.0.0.1', port, context=ctx, timeout=60) as s:
 /// Waits (bounded) until `mailbox` in the store at `db` holds messages of every kind in `kinds`
 /// (as many of each as listed), and returns the mailbox.
 pub async fn wait_for(db: &Path, mailbox: &str, kinds: &[&str]) -> Vec<StoredMessage> {
-    let store = SqliteStore::open(db).await.unwrap();
+    wait_in(&SqliteStore::open(db).await.unwrap(), mailbox, kinds).await
+}
+
+/// Waits (bounded) until `mailbox` in `store` holds the kinds listed (with multiplicity).
+pub async fn wait_in(store: &SqliteStore, mailbox: &str, kinds: &[&str]) -> Vec<StoredMessage> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let msgs = store.mailbox(mailbox, "INBOX").await.unwrap();
@@ -99,7 +103,7 @@ pub async fn wait_for(db: &Path, mailbox: &str, kinds: &[&str]) -> Vec<StoredMes
             "{mailbox} still lacks {kinds:?}; it has {:?}",
             msgs.iter().map(|m| &m.kind).collect::<Vec<_>>()
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -220,24 +224,7 @@ impl Topo {
 
     /// Waits until `mailbox` at provider `g` holds the kinds listed (with multiplicity).
     pub async fn wait(&self, g: usize, mailbox: &str, kinds: &[&str]) -> Vec<StoredMessage> {
-        let store = &self.gestori[g].gestore.store;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let msgs = store.mailbox(mailbox, "INBOX").await.unwrap();
-            let have = |k: &str| msgs.iter().filter(|m| m.kind == k).count();
-            if kinds
-                .iter()
-                .all(|k| have(k) >= kinds.iter().filter(|x| *x == k).count())
-            {
-                return msgs;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{mailbox} still lacks {kinds:?}; it has {:?}",
-                msgs.iter().map(|m| &m.kind).collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_in(&self.gestori[g].gestore.store, mailbox, kinds).await
     }
 
     /// Waits until neither provider has outbound work or due timers left, so that "nothing more
