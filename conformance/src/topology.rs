@@ -482,6 +482,8 @@ impl Topology {
             let instance = Instance::start(c, clock.clone())
                 .await
                 .with_context(|| format!("starting gestore {name}"))?;
+            // The ports dev::prepare reserved and this gestore did not take (it binds port 0).
+            dev::release(&inst);
             if let (Some(cell), Some(addr)) = (inbound.get(&name), instance.endpoints.inbound) {
                 let _ = cell.set(addr);
             }

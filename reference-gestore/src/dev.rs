@@ -73,17 +73,61 @@ pub struct DevState {
 /// A free loopback port for a dev listener. It is picked below the kernel's ephemeral range
 /// (32768 and up on Linux), where outgoing connections take their local ports, so that a port
 /// written into `dev.json` is not taken by a client socket before the provider binds it; among
-/// those, at random, so that several topologies prepared at once (parallel tests) do not collide.
+/// those, at random. The port is only probed: a process that binds it later (a `serve` child of a
+/// test) races with anyone else probing at the same time; [`reserve_port`] does not.
 pub fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(random_listener()?.local_addr()?)
+}
+
+fn random_listener() -> anyhow::Result<TcpListener> {
     let mut seed = [0u8; 2];
     for _ in 0..200 {
         openssl::rand::rand_bytes(&mut seed)?;
         let port = 20_000 + u16::from_le_bytes(seed) % 12_000;
         if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
-            return Ok(l.local_addr()?);
+            return Ok(l);
         }
     }
     anyhow::bail!("no free loopback port between 20000 and 32000")
+}
+
+/// Listeners bound by [`reserve_port`] and held until [`take_reserved`] hands them to the
+/// provider that starts on them in this process, so that topologies prepared at the same time
+/// (parallel tests, the `dev` command beside a test) never get the same port.
+static RESERVED: std::sync::Mutex<Vec<TcpListener>> = std::sync::Mutex::new(Vec::new());
+
+/// A free loopback port, bound now and held for this process (see [`free_port`] for the range).
+pub fn reserve_port() -> anyhow::Result<SocketAddr> {
+    let l = random_listener()?;
+    let addr = l.local_addr()?;
+    RESERVED.lock().unwrap_or_else(|e| e.into_inner()).push(l);
+    Ok(addr)
+}
+
+/// The listener reserved on `addr`, if this process holds one.
+pub fn take_reserved(addr: SocketAddr) -> Option<TcpListener> {
+    let mut held = RESERVED.lock().unwrap_or_else(|e| e.into_inner());
+    let i = held
+        .iter()
+        .position(|l| l.local_addr().ok() == Some(addr))?;
+    Some(held.swap_remove(i))
+}
+
+/// Gives back the reservations of `inst`'s ports that no provider took (a caller that moved the
+/// listeners elsewhere).
+pub fn release(inst: &DevInstance) {
+    let ports = [
+        Some(inst.submission_tls),
+        Some(inst.submission_starttls),
+        Some(inst.inbound),
+        inst.imap_tls,
+        inst.imap_starttls,
+        inst.pop3_tls,
+        inst.pop3_starttls,
+    ];
+    for a in ports.into_iter().flatten() {
+        drop(take_reserved(a));
+    }
 }
 
 fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -141,13 +185,13 @@ pub fn prepare(dir: &Path, n: usize, test_addresses: bool) -> anyhow::Result<Dev
             name,
             domain: domain.clone(),
             config: sub.join("config.yaml"),
-            submission_tls: free_port()?,
-            submission_starttls: free_port()?,
-            inbound: free_port()?,
-            imap_tls: Some(free_port()?),
-            imap_starttls: Some(free_port()?),
-            pop3_tls: Some(free_port()?),
-            pop3_starttls: Some(free_port()?),
+            submission_tls: reserve_port()?,
+            submission_starttls: reserve_port()?,
+            inbound: reserve_port()?,
+            imap_tls: Some(reserve_port()?),
+            imap_starttls: Some(reserve_port()?),
+            pop3_tls: Some(reserve_port()?),
+            pop3_starttls: Some(reserve_port()?),
             service_address: service,
             users: DEV_USERS
                 .iter()

@@ -143,11 +143,18 @@ impl Handler for InboundHandler {
 async fn bind(addr: Option<SocketAddr>) -> anyhow::Result<Option<TcpListener>> {
     match addr {
         None => Ok(None),
-        Some(a) => Ok(Some(
-            TcpListener::bind(a)
-                .await
-                .with_context(|| format!("binding {a}"))?,
-        )),
+        // A port `dev::prepare` reserved in this process is taken over, not bound again.
+        Some(a) => match crate::dev::take_reserved(a) {
+            Some(l) => {
+                l.set_nonblocking(true)?;
+                Ok(Some(TcpListener::from_std(l)?))
+            }
+            None => Ok(Some(
+                TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("binding {a}"))?,
+            )),
+        },
     }
 }
 
