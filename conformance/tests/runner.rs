@@ -132,6 +132,7 @@ async fn dev_target(
     // runner's own gestore A (pec.a.test); only it runs.
     let state = reference_gestore::dev::prepare(&dir.join("dev"), 2, false).unwrap();
     let inst = &state.instances[1];
+    reference_gestore::dev::release(&state.instances[0]);
     let mut config = reference_gestore::config::Config::load(&inst.config).unwrap();
     // Its own entry of the provider directory, for `directory_entry`.
     let mine = dev_entry(inst);

@@ -36,7 +36,8 @@ async fn an_unreachable_provider_gets_the_12h_and_then_the_24h_notice() {
     let tmp = tempfile::tempdir().unwrap();
     let state = dev::prepare(tmp.path(), 2, false).unwrap();
     let clock = ManualClock::new();
-    // Only A runs: B never answers.
+    // Only A runs: B never answers (its reserved ports are given back, so they refuse connections).
+    dev::release(&state.instances[1]);
     let a = Instance::start(
         Config::load(&state.instances[0].config).unwrap(),
         clock.clone() as Arc<dyn Clock>,
