@@ -1054,7 +1054,7 @@ steps:
         }
         let bad = good.replace("match_original", "match_orignal");
         let e = Scenario::from_yaml(Path::new("x.yaml"), &bad, &reqs()).unwrap_err();
-        assert_eq!(e.line, 18, "{e}");
+        assert_eq!(e.line, 19, "{e}");
         assert!(e.message.contains("match_orignal"), "{e}");
         // external_fetches without a hostile-daticert inject before it.
         let bad = GOOD.replace(
