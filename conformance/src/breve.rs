@@ -75,7 +75,10 @@ fn other_reading(a: &SentAttachment, got: &str) -> Option<&'static str> {
     [
         (sha1_hex(&a.content), "the decoded content"),
         (sha1_hex(&no_breaks), "the base64 text without line breaks"),
-        (sha1_hex(&with_crlf), "the base64 body including the CRLF before the boundary"),
+        (
+            sha1_hex(&with_crlf),
+            "the base64 body including the CRLF before the boundary",
+        ),
     ]
     .into_iter()
     .find(|(h, _)| h.eq_ignore_ascii_case(got))
@@ -230,7 +233,10 @@ mod tests {
         let bad_h1 = String::from_utf8(bad_h1).unwrap();
         let bad = postacert(&[("fattura.pdf.hash", &h0), ("allegato.txt.hash", &bad_h1)]);
         let e = compare(&bad, &sent).unwrap_err();
-        assert!(e.starts_with("allegato.txt: allegato.txt.hash holds"), "{e}");
+        assert!(
+            e.starts_with("allegato.txt: allegato.txt.hash holds"),
+            "{e}"
+        );
         assert!(!e.contains("fattura.pdf"), "{e}");
     }
 
@@ -247,7 +253,10 @@ mod tests {
             ("x.doc.hash", &h1),
         ]);
         let e = compare(&extra, &sent).unwrap_err();
-        assert!(e.contains("x.doc.hash: a hash part for no attachment sent"), "{e}");
+        assert!(
+            e.contains("x.doc.hash: a hash part for no attachment sent"),
+            "{e}"
+        );
         let decoded = sha1_hex(&sent[0].content);
         let e = compare(
             &postacert(&[("fattura.pdf.hash", &decoded), ("allegato.txt.hash", &h1)]),

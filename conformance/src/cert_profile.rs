@@ -50,7 +50,13 @@ fn read_tlv(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
     if rest.len() < len {
         return None;
     }
-    Some((Tlv { tag, body: &rest[..len] }, &rest[len..]))
+    Some((
+        Tlv {
+            tag,
+            body: &rest[..len],
+        },
+        &rest[len..],
+    ))
 }
 
 /// The elements inside a constructed element.
@@ -76,7 +82,10 @@ struct Extension<'a> {
 fn extensions(der: &[u8]) -> Result<Vec<Extension<'_>>, String> {
     let bad = || "the certificate is not readable DER".to_string();
     let (cert, _) = read_tlv(der).ok_or_else(bad)?;
-    let tbs = *children(cert.body).ok_or_else(bad)?.first().ok_or_else(bad)?;
+    let tbs = *children(cert.body)
+        .ok_or_else(bad)?
+        .first()
+        .ok_or_else(bad)?;
     let tbs = children(tbs.body).ok_or_else(bad)?;
     let Some(explicit) = tbs.iter().find(|t| t.tag == 0xa3) else {
         return Ok(Vec::new()); // a v1/v2 certificate: no extension at all
@@ -114,7 +123,8 @@ pub fn deviations(der: &[u8], address: Option<&str>) -> Result<Vec<Deviation>, S
         None => dev("no Key Usage extension (2.5.29.15)".into(), false),
         Some(e) => {
             let bits = read_tlv(e.value).filter(|(t, _)| t.tag == 0x03);
-            let digital_signature = bits.is_some_and(|(t, _)| t.body.get(1).is_some_and(|b| b & 0x80 != 0));
+            let digital_signature =
+                bits.is_some_and(|(t, _)| t.body.get(1).is_some_and(|b| b & 0x80 != 0));
             if !digital_signature {
                 dev("Key Usage without digitalSignature".into(), false);
             }
@@ -132,7 +142,10 @@ pub fn deviations(der: &[u8], address: Option<&str>) -> Result<Vec<Deviation>, S
                 .and_then(|(s, _)| children(s.body))
                 .is_some_and(|c| c.iter().any(|t| t.tag == 0x80 && !t.body.is_empty()));
             if !has_id {
-                dev("Authority Key Identifier without keyIdentifier".into(), false);
+                dev(
+                    "Authority Key Identifier without keyIdentifier".into(),
+                    false,
+                );
             }
             if e.critical {
                 dev("Authority Key Identifier marked critical".into(), false);
@@ -166,7 +179,10 @@ pub fn deviations(der: &[u8], address: Option<&str>) -> Result<Vec<Deviation>, S
                 .map(|t| String::from_utf8_lossy(t.body).into_owned())
                 .collect();
             if mails.is_empty() {
-                dev("Subject Alternative Name without an rfc822Name".into(), false);
+                dev(
+                    "Subject Alternative Name without an rfc822Name".into(),
+                    false,
+                );
             } else if let Some(a) = address
                 && !mails.iter().any(|m| m.eq_ignore_ascii_case(a.trim()))
             {
@@ -187,7 +203,10 @@ pub fn deviations(der: &[u8], address: Option<&str>) -> Result<Vec<Deviation>, S
     if let Some(e) = find(BASIC_CONSTRAINTS) {
         let ca = read_tlv(e.value)
             .and_then(|(s, _)| children(s.body))
-            .is_some_and(|c| c.first().is_some_and(|t| t.tag == 0x01 && t.body.iter().any(|&x| x != 0)));
+            .is_some_and(|c| {
+                c.first()
+                    .is_some_and(|t| t.tag == 0x01 && t.body.iter().any(|&x| x != 0))
+            });
         if ca {
             dev("Basic Constraints present with cA TRUE".into(), false);
         } else {
@@ -198,7 +217,10 @@ pub fn deviations(der: &[u8], address: Option<&str>) -> Result<Vec<Deviation>, S
     // RFC 6109 §5.5.2: other extensions MUST NOT be marked critical.
     for e in &exts {
         if e.critical && ![KEY_USAGE, AKI, SKI, SAN, BASIC_CONSTRAINTS].contains(&e.oid) {
-            dev(format!("extension {} marked critical", oid_text(e.oid)), false);
+            dev(
+                format!("extension {} marked critical", oid_text(e.oid)),
+                false,
+            );
         }
     }
     Ok(out)
@@ -278,14 +300,20 @@ mod tests {
     #[test]
     fn real_certificates_namirial_follows_aruba_deviates_in_tolerated_ways() {
         let n = fixture("namirial-2023_pec-signing-cert.pem");
-        let d = deviations(&n.to_der().unwrap(), Some("posta-certificata@sicurezzapostale.it"));
+        let d = deviations(
+            &n.to_der().unwrap(),
+            Some("posta-certificata@sicurezzapostale.it"),
+        );
         assert_eq!(d.unwrap(), vec![]);
         let a = fixture("aruba-2014_pec-signing-cert_and_digitpa-ca1.pem");
         let d = deviations(&a.to_der().unwrap(), Some("posta-certificata@pec.aruba.it")).unwrap();
         let text = describe(&d);
         assert!(d.iter().all(|x| x.tolerated), "{text}");
         assert!(text.contains("Key Usage not marked critical"), "{text}");
-        assert!(text.contains("Basic Constraints present (cA FALSE)"), "{text}");
+        assert!(
+            text.contains("Basic Constraints present (cA FALSE)"),
+            "{text}"
+        );
     }
 
     /// A certificate that breaks the profile: CA basic constraints, Key Usage without
@@ -294,7 +322,8 @@ mod tests {
     fn a_certificate_breaking_the_profile_names_what_is_missing() {
         let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
         let mut name = X509NameBuilder::new().unwrap();
-        name.append_entry_by_text("CN", "Posta Certificata Rotta").unwrap();
+        name.append_entry_by_text("CN", "Posta Certificata Rotta")
+            .unwrap();
         let name = name.build();
         let mut b = X509::builder().unwrap();
         b.set_version(2).unwrap();
@@ -303,8 +332,10 @@ mod tests {
         b.set_subject_name(&name).unwrap();
         b.set_issuer_name(&name).unwrap();
         b.set_pubkey(&key).unwrap();
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-        b.set_not_after(&Asn1Time::days_from_now(30).unwrap()).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+            .unwrap();
         b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
             .unwrap();
         b.append_extension(KeyUsage::new().key_encipherment().build().unwrap())

@@ -368,8 +368,17 @@ mod tests {
     #[test]
     fn the_hostile_daticert_points_at_the_listener_and_is_refused_by_both_readers() {
         let to = vec!["bob@pec.b.test".to_string()];
-        let x = hostile_daticert("http://127.0.0.1:9/", "a@pec.a.test", &to, "S", "id1@pec.a.test");
-        assert!(x.contains("SYSTEM \"http://127.0.0.1:9/daticert.dtd\" ["), "{x}");
+        let x = hostile_daticert(
+            "http://127.0.0.1:9/",
+            "a@pec.a.test",
+            &to,
+            "S",
+            "id1@pec.a.test",
+        );
+        assert!(
+            x.contains("SYSTEM \"http://127.0.0.1:9/daticert.dtd\" ["),
+            "{x}"
+        );
         assert!(x.contains("<!ENTITY lol9 \"&lol8;&lol8;"), "{x}");
         assert!(matches!(
             crate::dtd::parse_tree(x.as_bytes()),
@@ -379,8 +388,7 @@ mod tests {
         // Without the internal subset the same document reads: only the entities are refused.
         let start = x.find(" [").unwrap();
         let end = x.find("]>").unwrap();
-        let plain = format!("{}>{}", &x[..start], &x[end + 2..])
-            .replace(" &lol9; &xxe;", "");
+        let plain = format!("{}>{}", &x[..start], &x[end + 2..]).replace(" &lol9; &xxe;", "");
         crate::dtd::parse_tree(plain.as_bytes()).unwrap();
     }
 

@@ -1329,7 +1329,11 @@ impl Run {
             // DC-05 (digest §6.2, §14.7): readers never fetch the external DTD or entities the
             // hostile daticert names; every connection to the listener is a fetch.
             let n = self.probe.as_ref().map_or(0, |p| p.connections());
-            let requests = self.probe.as_ref().map(|p| p.requests()).unwrap_or_default();
+            let requests = self
+                .probe
+                .as_ref()
+                .map(|p| p.requests())
+                .unwrap_or_default();
             out.push(Check::new(
                 "expect.no-external-fetch",
                 "digest §6.2, §14.7 (DC-05)",
@@ -1392,18 +1396,28 @@ impl Run {
     /// submission it is about (found by the daticert `msgid` or the postacert's Message-IDs).
     fn breve_hashes_check(
         &self,
-        parsed: &Result<Result<pec_formats::parse::PecMessage, pec_formats::parse::ParseError>, String>,
+        parsed: &Result<
+            Result<pec_formats::parse::PecMessage, pec_formats::parse::ParseError>,
+            String,
+        >,
         daticert: Option<&Daticert>,
     ) -> Check {
         const ID: &str = "expect.breve-hashes";
         const RULE: &str = "RFC 6109 §3.3.2.2; digest §5.9";
-        const WHAT: &str = "each attachment sent has its <name>.hash with the SHA-1 of the base64 part";
+        const WHAT: &str =
+            "each attachment sent has its <name>.hash with the SHA-1 of the base64 part";
         let postacert = match parsed {
             Ok(Ok(p)) => p.postacert.clone(),
             _ => None,
         };
         let Some(postacert) = postacert else {
-            return Check::new(ID, RULE, WHAT, false, "the receipt carries no postacert.eml");
+            return Check::new(
+                ID,
+                RULE,
+                WHAT,
+                false,
+                "the receipt carries no postacert.eml",
+            );
         };
         let ids: Vec<String> = daticert
             .and_then(|d| d.dati.msgid.clone())
@@ -1417,7 +1431,10 @@ impl Run {
                 RULE,
                 WHAT,
                 false,
-                format!("the receipt's original [{}] is no submission of this scenario", ids.join(", ")),
+                format!(
+                    "the receipt's original [{}] is no submission of this scenario",
+                    ids.join(", ")
+                ),
             );
         };
         match crate::breve::compare(&postacert, sent) {
@@ -1728,8 +1745,7 @@ pub fn original_form(postacert: Option<&[u8]>) -> (OriginalSpec, String) {
 pub fn signer_profile_check(der: Option<&[u8]>, address: Option<&str>) -> Check {
     const ID: &str = "expect.signer-profile";
     const RULE: &str = "RFC 6109 §5.5.1, §5.5.2 (SIG-05)";
-    const WHAT: &str =
-        "signer certificate: Key Usage digitalSignature (critical), AKI, SKI, rfc822Name SAN, no Basic Constraints";
+    const WHAT: &str = "signer certificate: Key Usage digitalSignature (critical), AKI, SKI, rfc822Name SAN, no Basic Constraints";
     let Some(der) = der else {
         return Check::new(ID, RULE, WHAT, false, "no readable signer certificate");
     };
@@ -1843,6 +1859,24 @@ mod tests {
         let (f, d) = original_form(Some(bad.as_bytes()));
         assert_eq!(f, OriginalSpec::Included, "{d}");
         assert!(d.contains("not a SHA-1 hash"));
+    }
+
+    #[test]
+    fn the_signer_profile_check_is_strict() {
+        let ca = pec_formats::pki::TestCa::generate("Test CA").unwrap();
+        let id = ca
+            .issue_provider("Gestore A", "posta-certificata@pec.a.test")
+            .unwrap();
+        let der = id.cert.to_der().unwrap();
+        let c = signer_profile_check(Some(&der), Some("posta-certificata@pec.a.test"));
+        assert_eq!(c.status, Status::Passed, "{}", c.detail);
+        // A TLS server certificate: Basic Constraints, no rfc822Name, no digitalSignature-only use.
+        let (_, tls) = ca.issue_tls_server(&["127.0.0.1"]).unwrap();
+        let c = signer_profile_check(Some(&tls.to_der().unwrap()), None);
+        assert_eq!(c.status, Status::Failed);
+        assert!(c.detail.contains("Basic Constraints"), "{}", c.detail);
+        assert!(c.detail.contains("rfc822Name"), "{}", c.detail);
+        assert_eq!(signer_profile_check(None, None).status, Status::Failed);
     }
 
     #[test]
