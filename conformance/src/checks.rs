@@ -261,6 +261,42 @@ impl Verifier<'_> {
         );
         self.digest_check(&report, signed.and_then(|s| s.micalg.as_deref()));
         self.signer_from(&report);
+        self.certificate_profile(&report);
+    }
+
+    /// SIG-05: the signer certificate follows the provider profile (RFC 6109 §5.5.2). Deviations
+    /// that real providers still show (Aruba's 2014 certificate: Key Usage not critical, Basic
+    /// Constraints cA FALSE) are warnings here, so real messages still pass `verify`; the runner
+    /// holds the reference gestori to the whole profile (`expect.signer-profile`).
+    fn certificate_profile(&mut self, r: &SignatureReport) {
+        const RULE: &str = "RFC 6109 §5.5.1, §5.5.2";
+        const ID: &str = "signature.certificate-profile";
+        let Some(cert) = r.signer.as_ref() else {
+            return self.push(ID, Verdict::Skip, RULE, "no signer certificate");
+        };
+        let from = self.msg.header("From").map(mime::mailbox);
+        let address = from.as_ref().map(|f| f.address.as_str());
+        let der = match cert.to_der() {
+            Ok(d) => d,
+            Err(e) => return self.push(ID, Verdict::Fail, RULE, format!("unreadable: {e}")),
+        };
+        match crate::cert_profile::deviations(&der, address) {
+            Err(e) => self.push(ID, Verdict::Fail, RULE, e),
+            Ok(d) if d.is_empty() => self.push(
+                ID,
+                Verdict::Pass,
+                RULE,
+                "Key Usage digitalSignature (critical), AKI, SKI, rfc822Name SAN, no Basic Constraints",
+            ),
+            Ok(d) => {
+                let verdict = if d.iter().all(|x| x.tolerated) {
+                    Verdict::Warn
+                } else {
+                    Verdict::Fail
+                };
+                self.push(ID, verdict, RULE, crate::cert_profile::describe(&d));
+            }
+        }
     }
 
     /// The media type of a second part of a top-level multipart/signed that the parser could not
@@ -291,6 +327,7 @@ impl Verifier<'_> {
             ("signature.validity", "RFC 6109 §2.2.2; RFC 5280 §4.1.2.5"),
             ("signature.digest", "digest §4.1, §14.4"),
             ("signature.signer-from", "RFC 6109 §2.1; digest §4.2"),
+            ("signature.certificate-profile", "RFC 6109 §5.5.1, §5.5.2"),
         ] {
             if !self.out.iter().any(|c| c.id == id) {
                 self.push(id, Verdict::Skip, rule, why);

@@ -202,14 +202,79 @@ pub fn bad_daticert_envelope(
     subject: &str,
     id: &str,
 ) -> anyhow::Result<Vec<u8>> {
+    let daticert = "<?xml version=\"1.0\"?>\r\n<postacert tipo=\"posta-certificata\"><intestazione><mittente>\r\n";
+    envelope_with_daticert(signer, from, service, to, subject, id, daticert)
+}
+
+/// A daticert.xml whose DOCTYPE names an external DTD at `base` (a URL of the runner's loopback
+/// listener), declares an external parameter entity and an external general entity there, and an
+/// entity-expansion bomb (billion laughs) used in `<oggetto>` (DC-05; digest §6.2, §14.7). The rest
+/// is a well-formed posta-certificata daticert, so refusing the entities is the only reason to
+/// reject it.
+pub fn hostile_daticert(base: &str, from: &str, to: &[String], subject: &str, id: &str) -> String {
+    let base = base.trim_end_matches('/');
+    let mut bomb = String::from("  <!ENTITY lol0 \"lol\">\n");
+    for i in 1..10 {
+        bomb += &format!(
+            "  <!ENTITY lol{i} \"{}\">\n",
+            format!("&lol{};", i - 1).repeat(10)
+        );
+    }
+    let dest: String = to
+        .iter()
+        .map(|t| format!("<destinatari tipo=\"certificato\">{t}</destinatari>"))
+        .collect();
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <!DOCTYPE postacert SYSTEM \"{base}/daticert.dtd\" [\n\
+         \x20 <!ENTITY % remote SYSTEM \"{base}/parameter.ent\">\n\
+         \x20 %remote;\n\
+         \x20 <!ENTITY xxe SYSTEM \"{base}/general.ent\">\n\
+         {bomb}]>\n\
+         <postacert tipo=\"posta-certificata\" errore=\"nessuno\">\n\
+         <intestazione><mittente>{from}</mittente>{dest}<risposte>{from}</risposte>\
+         <oggetto>{subject} &lol9; &xxe;</oggetto></intestazione>\n\
+         <dati><gestore-emittente>Gestore di prova</gestore-emittente>\
+         <data zona=\"+0100\"><giorno>01/01/2026</giorno><ora>00:00:00</ora></data>\
+         <identificativo>{id}</identificativo><msgid>&lt;orig.{id}&gt;</msgid>\
+         <ricevuta tipo=\"completa\"/></dati>\n</postacert>\n"
+    )
+}
+
+/// A transport envelope signed by `signer` whose daticert.xml is [`hostile_daticert`].
+pub fn hostile_daticert_envelope(
+    signer: &Signer,
+    from: &str,
+    service: &str,
+    to: &[String],
+    subject: &str,
+    id: &str,
+    base: &str,
+) -> anyhow::Result<Vec<u8>> {
+    let daticert = hostile_daticert(base, from, to, subject, id);
+    envelope_with_daticert(signer, from, service, to, subject, id, &daticert)
+}
+
+/// A transport envelope (RFC 6109 §3.1.3 layout: text, daticert.xml, postacert.eml) signed by
+/// `signer`, carrying `daticert` as written.
+fn envelope_with_daticert(
+    signer: &Signer,
+    from: &str,
+    service: &str,
+    to: &[String],
+    subject: &str,
+    id: &str,
+    daticert: &str,
+) -> anyhow::Result<Vec<u8>> {
     let original = ordinary(from, to, subject, &format!("orig.{id}"));
     let boundary = format!("=_bad_{}", id.replace(['@', '.'], "_"));
+    let daticert = daticert.replace("\r\n", "\n").replace('\n', "\r\n");
     let mut inner = format!(
         "Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n\
          --{boundary}\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\r\nMessaggio di posta certificata\r\n\
          --{boundary}\r\nContent-Type: application/xml; name=\"daticert.xml\"\r\n\
          Content-Disposition: inline; filename=\"daticert.xml\"\r\n\r\n\
-         <?xml version=\"1.0\"?>\r\n<postacert tipo=\"posta-certificata\"><intestazione><mittente>\r\n\
+         {daticert}\
          --{boundary}\r\nContent-Type: message/rfc822; name=\"postacert.eml\"\r\n\
          Content-Disposition: inline; filename=\"postacert.eml\"\r\n\r\n"
     )
@@ -298,6 +363,33 @@ mod tests {
         let bytes = attachment_bytes(&d.attachments[0]);
         assert_eq!(bytes.len(), 1000);
         assert!(bytes.starts_with(VIRUS_MARKER.as_bytes()));
+    }
+
+    #[test]
+    fn the_hostile_daticert_points_at_the_listener_and_is_refused_by_both_readers() {
+        let to = vec!["bob@pec.b.test".to_string()];
+        let x = hostile_daticert(
+            "http://127.0.0.1:9/",
+            "a@pec.a.test",
+            &to,
+            "S",
+            "id1@pec.a.test",
+        );
+        assert!(
+            x.contains("SYSTEM \"http://127.0.0.1:9/daticert.dtd\" ["),
+            "{x}"
+        );
+        assert!(x.contains("<!ENTITY lol9 \"&lol8;&lol8;"), "{x}");
+        assert!(matches!(
+            crate::dtd::parse_tree(x.as_bytes()),
+            Err(crate::dtd::XmlError::Entity(_))
+        ));
+        assert!(pec_formats::daticert::Daticert::from_xml(x.as_bytes()).is_err());
+        // Without the internal subset the same document reads: only the entities are refused.
+        let start = x.find(" [").unwrap();
+        let end = x.find("]>").unwrap();
+        let plain = format!("{}>{}", &x[..start], &x[end + 2..]).replace(" &lol9; &xxe;", "");
+        crate::dtd::parse_tree(plain.as_bytes()).unwrap();
     }
 
     #[test]

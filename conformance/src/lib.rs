@@ -8,11 +8,14 @@
 //! - [`scenario`], [`topology`], [`craft`], [`runner`], [`run_report`]: `pec-conformance run`, the
 //!   scenario runner between gestori and its reports.
 
+pub mod breve;
+pub mod cert_profile;
 pub mod checks;
 pub mod craft;
 pub mod dtd;
 pub mod imap;
 pub mod mime;
+pub mod probe;
 pub mod report;
 pub mod run_report;
 pub mod runner;

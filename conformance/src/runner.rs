@@ -311,6 +311,10 @@ struct Run {
     last: Option<LastSend>,
     seq: usize,
     evidence: Vec<String>,
+    /// The attachments of each submission, by its Message-ID (for `breve_hashes`).
+    sent: BTreeMap<String, Vec<crate::breve::SentAttachment>>,
+    /// The listener of the last `hostile-daticert` inject (for `external_fetches`).
+    probe: Option<crate::probe::FetchProbe>,
 }
 
 /// The messages a link dropped: (from, to, [(kind, raw)]).
@@ -470,6 +474,8 @@ pub async fn run_scenario(
         last: None,
         seq: 0,
         evidence: Vec::new(),
+        sent: BTreeMap::new(),
+        probe: None,
     };
     // What the target's mailboxes hold before the scenario is not new: mark it as seen.
     let external: Vec<Place> = run
@@ -753,6 +759,10 @@ impl Run {
             message_id: id,
         };
         let raw = craft::submission(&draft);
+        self.sent.insert(
+            draft.message_id.clone(),
+            crate::breve::sent_attachments(&draft.attachments),
+        );
         let rcpts: Vec<String> = match &s.rcpts {
             Some(r) => r.iter().map(|x| self.address(x)).collect(),
             None => draft
@@ -877,6 +887,20 @@ impl Run {
             Some(Place::Reference { gestore, .. }) => Some(gestore.clone()),
             _ => None,
         });
+        // DC-05: the hostile daticert's DTD and entities point at a loopback listener, open until
+        // the scenario ends; `expect.external_fetches` reads its count.
+        let probe_base = if i.kind == InjectKind::HostileDaticert {
+            match crate::probe::FetchProbe::start().await {
+                Ok(p) => {
+                    let base = p.url("");
+                    self.probe = Some(p);
+                    Some(base)
+                }
+                Err(e) => return StepOutcome::fail(format!("opening the fetch listener: {e}")),
+            }
+        } else {
+            None
+        };
         let built: Result<Vec<u8>, String> = match i.kind {
             InjectKind::Ordinary => Ok(craft::ordinary(&from, &to, &subject, &id)),
             InjectKind::Unsigned => {
@@ -921,7 +945,7 @@ impl Run {
                 })
                 .and_then(|r| r)
             }
-            InjectKind::Virus | InjectKind::BadDaticert => {
+            InjectKind::Virus | InjectKind::BadDaticert | InjectKind::HostileDaticert => {
                 let Some(g) = signer_gestore.and_then(|g| self.topo.gestori.get(&g)) else {
                     return StepOutcome::fail(
                         "the sender must be a mailbox of a reference gestore",
@@ -945,6 +969,21 @@ impl Run {
                     guarded("virus envelope", || {
                         craft::signed_envelope(&gs.provider(), &from, &to, &original)
                             .map_err(|e| format!("{e:#}"))
+                    })
+                    .and_then(|r| r)
+                } else if i.kind == InjectKind::HostileDaticert {
+                    let base = probe_base.as_deref().unwrap_or_default();
+                    guarded("hostile-daticert envelope", || {
+                        craft::hostile_daticert_envelope(
+                            &gs.signer,
+                            &from,
+                            &g.service_address,
+                            &to,
+                            &subject,
+                            &id,
+                            base,
+                        )
+                        .map_err(|e| format!("{e:#}"))
                     })
                     .and_then(|r| r)
                 } else {
@@ -1283,6 +1322,30 @@ impl Run {
                 },
             ));
         }
+        if x.breve_hashes.is_some() {
+            out.push(self.breve_hashes_check(&parsed, daticert.as_ref()));
+        }
+        if let Some(max) = x.external_fetches {
+            // DC-05 (digest §6.2, §14.7): readers never fetch the external DTD or entities the
+            // hostile daticert names; every connection to the listener is a fetch.
+            let n = self.probe.as_ref().map_or(0, |p| p.connections());
+            let requests = self
+                .probe
+                .as_ref()
+                .map(|p| p.requests())
+                .unwrap_or_default();
+            out.push(Check::new(
+                "expect.no-external-fetch",
+                "digest §6.2, §14.7 (DC-05)",
+                format!("at most {max} connection(s) to the DTD/entity listener"),
+                self.probe.is_some() && n <= max,
+                if self.probe.is_none() {
+                    "no listener: no hostile-daticert inject ran".to_string()
+                } else {
+                    format!("{n} connection(s) [{}]", requests.join(" | "))
+                },
+            ));
+        }
         if let Some(g) = &x.signed_by {
             let want = self
                 .topo
@@ -1322,8 +1385,62 @@ impl Run {
                     "another certificate".into()
                 },
             ));
+            // SIG-05, RFC 6109 §5.5.2: the whole profile, with no tolerance (unlike `verify`).
+            let address = self.topo.gestori.get(g).map(|g| g.service_address.clone());
+            out.push(signer_profile_check(got.as_deref(), address.as_deref()));
         }
         out
+    }
+
+    /// `breve_hashes: match_original`: the receipt's `.hash` parts against the attachments of the
+    /// submission it is about (found by the daticert `msgid` or the postacert's Message-IDs).
+    fn breve_hashes_check(
+        &self,
+        parsed: &Result<
+            Result<pec_formats::parse::PecMessage, pec_formats::parse::ParseError>,
+            String,
+        >,
+        daticert: Option<&Daticert>,
+    ) -> Check {
+        const ID: &str = "expect.breve-hashes";
+        const RULE: &str = "RFC 6109 §3.3.2.2; digest §5.9";
+        const WHAT: &str =
+            "each attachment sent has its <name>.hash with the SHA-1 of the base64 part";
+        let postacert = match parsed {
+            Ok(Ok(p)) => p.postacert.clone(),
+            _ => None,
+        };
+        let Some(postacert) = postacert else {
+            return Check::new(
+                ID,
+                RULE,
+                WHAT,
+                false,
+                "the receipt carries no postacert.eml",
+            );
+        };
+        let ids: Vec<String> = daticert
+            .and_then(|d| d.dati.msgid.clone())
+            .map(|m| m.trim().trim_matches(|c| c == '<' || c == '>').to_string())
+            .into_iter()
+            .chain(crate::breve::original_ids(&postacert))
+            .collect();
+        let Some(sent) = ids.iter().find_map(|i| self.sent.get(i)) else {
+            return Check::new(
+                ID,
+                RULE,
+                WHAT,
+                false,
+                format!(
+                    "the receipt's original [{}] is no submission of this scenario",
+                    ids.join(", ")
+                ),
+            );
+        };
+        match crate::breve::compare(&postacert, sent) {
+            Ok(d) => Check::new(ID, RULE, WHAT, true, d),
+            Err(d) => Check::new(ID, RULE, WHAT, false, d),
+        }
     }
 
     async fn expect_none(&mut self, n: &ExpectNone) -> StepOutcome {
@@ -1623,6 +1740,22 @@ pub fn original_form(postacert: Option<&[u8]>) -> (OriginalSpec, String) {
     }
 }
 
+/// SIG-05: the signer certificate (DER) follows the provider profile of RFC 6109 §5.5.2 in full,
+/// with `address` among its rfc822Name SAN entries.
+pub fn signer_profile_check(der: Option<&[u8]>, address: Option<&str>) -> Check {
+    const ID: &str = "expect.signer-profile";
+    const RULE: &str = "RFC 6109 §5.5.1, §5.5.2 (SIG-05)";
+    const WHAT: &str = "signer certificate: Key Usage digitalSignature (critical), AKI, SKI, rfc822Name SAN, no Basic Constraints";
+    let Some(der) = der else {
+        return Check::new(ID, RULE, WHAT, false, "no readable signer certificate");
+    };
+    match crate::cert_profile::deviations(der, address) {
+        Ok(d) if d.is_empty() => Check::new(ID, RULE, WHAT, true, "follows the profile"),
+        Ok(d) => Check::new(ID, RULE, WHAT, false, crate::cert_profile::describe(&d)),
+        Err(e) => Check::new(ID, RULE, WHAT, false, e),
+    }
+}
+
 /// The offline verdict on one received message of kind `kind`: the classification by header, then
 /// every check of the `verify` module ([`crate::checks::verify_bytes`], written from the spec) with
 /// the topology's CA as trust anchor. A `warn` counts as passed (its detail says so); a `skip` is
@@ -1726,6 +1859,24 @@ mod tests {
         let (f, d) = original_form(Some(bad.as_bytes()));
         assert_eq!(f, OriginalSpec::Included, "{d}");
         assert!(d.contains("not a SHA-1 hash"));
+    }
+
+    #[test]
+    fn the_signer_profile_check_is_strict() {
+        let ca = pec_formats::pki::TestCa::generate("Test CA").unwrap();
+        let id = ca
+            .issue_provider("Gestore A", "posta-certificata@pec.a.test")
+            .unwrap();
+        let der = id.cert.to_der().unwrap();
+        let c = signer_profile_check(Some(&der), Some("posta-certificata@pec.a.test"));
+        assert_eq!(c.status, Status::Passed, "{}", c.detail);
+        // A TLS server certificate: Basic Constraints, no rfc822Name, no digitalSignature-only use.
+        let (_, tls) = ca.issue_tls_server(&["127.0.0.1"]).unwrap();
+        let c = signer_profile_check(Some(&tls.to_der().unwrap()), None);
+        assert_eq!(c.status, Status::Failed);
+        assert!(c.detail.contains("Basic Constraints"), "{}", c.detail);
+        assert!(c.detail.contains("rfc822Name"), "{}", c.detail);
+        assert_eq!(signer_profile_check(None, None).status, Status::Failed);
     }
 
     #[test]

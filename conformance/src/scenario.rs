@@ -363,6 +363,9 @@ pub enum InjectKind {
     Virus,
     /// A signed envelope whose daticert.xml is not valid.
     BadDaticert,
+    /// A signed envelope whose daticert.xml names an external DTD and external entities on a
+    /// loopback listener the runner opens, and carries an entity-expansion bomb (DC-05).
+    HostileDaticert,
 }
 
 /// `inject`.
@@ -455,6 +458,20 @@ pub struct Expect {
     pub same_identificativo: Option<String>,
     /// Keep the (first) message under this name.
     pub save: Option<String>,
+    /// Check the `.hash` parts of a breve receipt against the original the runner submitted.
+    pub breve_hashes: Option<BreveHashes>,
+    /// How many connections the listener of the last `hostile-daticert` inject may have seen
+    /// (DC-05: 0, readers fetch nothing).
+    pub external_fetches: Option<usize>,
+}
+
+/// `expect.breve_hashes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreveHashes {
+    /// Each attachment of the submitted original has its `<name>.hash` with the SHA-1 of the
+    /// base64-encoded part (RFC 6109 §3.3.2.2), and there is no other `.hash` part.
+    MatchOriginal,
 }
 
 /// `expect_reply`.
@@ -690,6 +707,7 @@ impl Scenario {
         }
         let mut saved: BTreeSet<&str> = BTreeSet::new();
         let mut sent = false;
+        let mut hostile = false;
         for step in &self.steps {
             let line = step.referenced.line();
             let e = |m: String| at(line, format!("{}: {m}", step.value.name()));
@@ -756,8 +774,10 @@ impl Scenario {
                     if let Some(f) = &i.from {
                         rcpt(f)?;
                     }
-                    let needs_sender_gestore =
-                        matches!(i.kind, InjectKind::Virus | InjectKind::BadDaticert);
+                    let needs_sender_gestore = matches!(
+                        i.kind,
+                        InjectKind::Virus | InjectKind::BadDaticert | InjectKind::HostileDaticert
+                    );
                     if needs_sender_gestore
                         && !i.from.as_ref().is_some_and(|f| {
                             matches!(
@@ -782,6 +802,7 @@ impl Scenario {
                         }
                         _ => {}
                     }
+                    hostile |= i.kind == InjectKind::HostileDaticert;
                     sent = true;
                 }
                 Step::AdvanceClock(_) | Step::Wait(_) => {}
@@ -821,6 +842,12 @@ impl Scenario {
                     }
                     if x.count == Some(0) {
                         return Err(e("count: 0 (use expect_none)".into()));
+                    }
+                    if x.external_fetches.is_some() && !hostile {
+                        return Err(e(
+                            "external_fetches needs an earlier `inject: { kind: hostile-daticert }`"
+                                .into(),
+                        ));
                     }
                     if let Some(s) = &x.save
                         && !saved.insert(s.as_str())
@@ -1012,6 +1039,40 @@ steps:
         let bad = GOOD.replace("same_identificativo: acc", "same_identificativo: ac");
         let e = Scenario::from_yaml(Path::new("x.yaml"), &bad, &reqs()).unwrap_err();
         assert!(e.message.contains("no message saved as `ac`"), "{e}");
+    }
+
+    #[test]
+    fn new_expect_fields_read_and_their_errors_name_the_line() {
+        let good = GOOD.replace(
+            "daticert: { ricevuta: breve } }",
+            "daticert: { ricevuta: breve }, breve_hashes: match_original }",
+        );
+        let s = Scenario::from_yaml(Path::new("x.yaml"), &good, &reqs()).unwrap();
+        match &s.steps[3].value {
+            Step::Expect(x) => assert_eq!(x.breve_hashes, Some(BreveHashes::MatchOriginal)),
+            other => panic!("{other:?}"),
+        }
+        let bad = good.replace("match_original", "match_orignal");
+        let e = Scenario::from_yaml(Path::new("x.yaml"), &bad, &reqs()).unwrap_err();
+        assert_eq!(e.line, 19, "{e}");
+        assert!(e.message.contains("match_orignal"), "{e}");
+        // external_fetches without a hostile-daticert inject before it.
+        let bad = GOOD.replace(
+            "within: 5s, save: acc }",
+            "within: 5s, save: acc, external_fetches: 0 }",
+        );
+        let e = Scenario::from_yaml(Path::new("x.yaml"), &bad, &reqs()).unwrap_err();
+        assert_eq!(e.line, 17, "{e}");
+        assert!(e.message.contains("hostile-daticert"), "{e}");
+        let ok = bad.replace(
+            "  - expect_reply: { code: 250 }",
+            "  - inject: { kind: hostile-daticert, from: alice, to: [bob] }",
+        );
+        Scenario::from_yaml(Path::new("x.yaml"), &ok, &reqs()).unwrap();
+        let bad = ok.replace("from: alice, to: [bob] }", "to: [bob] }");
+        let e = Scenario::from_yaml(Path::new("x.yaml"), &bad, &reqs()).unwrap_err();
+        assert_eq!(e.line, 16, "{e}");
+        assert!(e.message.contains("`from` must be a PEC mailbox"), "{e}");
     }
 
     #[test]

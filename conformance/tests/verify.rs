@@ -111,6 +111,13 @@ fn real_aruba_signatures_verify_at_their_own_date() {
             "{name}"
         );
         assert_eq!(verdict(&f, "signature.signer-from"), "pass", "{name}");
+        // SIG-05: Aruba's 2014 certificate has Key Usage not critical and Basic Constraints
+        // cA FALSE (RFC 6109 §5.5.2 wants neither): tolerated by `verify`, with a warning.
+        assert_eq!(
+            verdict(&f, "signature.certificate-profile"),
+            "warn",
+            "{name}: {f:#}"
+        );
         for id in [
             "daticert.dtd",
             "daticert.tipo-header",
@@ -586,6 +593,8 @@ fn unseen_real_namirial_envelope_through_a_mailing_list() {
         "signature.chain",
         "signature.validity",
         "signature.signer-from",
+        // SIG-05: Namirial's certificate follows RFC 6109 §5.5.2 in full.
+        "signature.certificate-profile",
         "daticert.dtd",
         "daticert.tipo-header",
         "daticert.identificativo",
