@@ -8,8 +8,9 @@
 //!   their last result per requirement) and the requirements no scenario covers;
 //! * `cases/<scenario-id>.html`: what was expected, every check and verdict, links to the evidence
 //!   and an inline SVG chart of the step timings;
-//! * `evidence/<scenario-id>/`: the raw messages received (`*.eml`) and the SMTP transcripts of
-//!   submit and inject (`*.transcript`), written by the runner;
+//! * `evidence/<scenario-id>/`: the raw messages received (`*.eml`), the SMTP transcripts of
+//!   submit and inject (`*.transcript`) and of every session through the relay of a link between
+//!   gestori (`links/<from>-<to>.transcript`), captured from the wire, written by the runner;
 //! * `reports/latest`: a symlink to the newest run.
 //!
 //! The HTML is self-contained: inline CSS and SVG, no script, no external asset.

@@ -18,6 +18,7 @@ use pec_formats::daticert::Daticert;
 use pec_formats::smime::{TrustStore, VerifyOptions};
 use reference_gestore::smtp::Reply;
 use reference_gestore::smtp::client::{ClientTls, SmtpClient, Timeouts};
+use reference_gestore::smtp::transcript::{Side, Transcript};
 use reference_gestore::store::Store;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
@@ -1534,11 +1535,24 @@ impl Run {
                 self.evidence.push(rel);
             }
         }
+        // Issue 5: what one provider said to the other, one file per link, a section per session.
+        let links: Vec<(String, String, String)> = self
+            .topo
+            .links
+            .iter()
+            .map(|((f, t), c)| (f.clone(), t.clone(), c.transcript_text()))
+            .filter(|(_, _, text)| !text.is_empty())
+            .collect();
+        for (f, t, text) in links {
+            let rel = self.write_evidence(&format!("links/{f}-{t}.transcript"), text.as_bytes());
+            self.evidence.push(rel);
+        }
     }
 }
 
-/// One SMTP transaction with a transcript: connect, EHLO, STARTTLS when asked, AUTH when given,
-/// MAIL, RCPT, DATA.
+/// One SMTP transaction, recorded from the wire: connect, EHLO, STARTTLS when asked, AUTH when
+/// given, MAIL, RCPT, DATA. The transcript is what crossed the connection (plaintext layer,
+/// credentials and message content replaced: [`Transcript`]).
 async fn smtp_send(
     addr: &str,
     tls: ClientTls,
@@ -1548,54 +1562,45 @@ async fn smtp_send(
     raw: &[u8],
 ) -> (LastSend, String) {
     use reference_gestore::smtp::client::ClientError;
-    let mut t = Vec::new();
+    let transcript = Transcript::new(Side::Client);
     let mut last = LastSend::default();
     let mode = tls.mode;
-    t.push(format!("C: connect {addr} ({mode:?})"));
+    transcript.note(format!("connecting to {addr} (TLS: {mode:?})"));
     let result: Result<(), ClientError> = async {
-        let mut c = SmtpClient::connect_with(addr, tls, client_timeouts()).await?;
-        t.push(format!("S: {}", c.greeting()));
-        let r = c.ehlo("runner.test").await?;
-        t.push(format!("C: EHLO runner.test\nS: {r}"));
+        let mut c =
+            SmtpClient::connect_recorded(addr, tls, client_timeouts(), transcript.clone()).await?;
+        c.ehlo("runner.test").await?;
         if mode == reference_gestore::smtp::client::TlsMode::StartTls {
             c.starttls().await?;
             // RFC 3207 §4.2: the client must say EHLO again after the handshake.
-            let r = c.ehlo("runner.test").await?;
-            t.push(format!(
-                "C: STARTTLS (handshake done)\nC: EHLO runner.test\nS: {r}"
-            ));
+            c.ehlo("runner.test").await?;
         }
         if let Some((user, pass)) = auth {
             let r = c.auth_plain(user, pass).await?;
-            t.push(format!("C: AUTH PLAIN ({user})\nS: {r}"));
             last.replies.push(("AUTH".into(), r));
         }
         let to: Vec<&str> = rcpts.iter().map(String::as_str).collect();
         let r = c.send(from, &to, raw).await?;
-        t.push(format!("C: MAIL FROM:<{from}>\nS: {}", r.mail));
         last.replies.push(("MAIL FROM".into(), r.mail.clone()));
         for x in &r.rcpts {
-            t.push(format!("C: RCPT TO:<{}>\nS: {}", x.rcpt, x.reply));
             last.replies
                 .push((format!("RCPT TO:<{}>", x.rcpt), x.reply.clone()));
         }
         if let Some(d) = &r.data {
-            t.push(format!("C: DATA ({} bytes)\nS: {d}", raw.len()));
             last.replies.push(("DATA".into(), d.clone()));
         }
         let _ = c.quit().await;
-        t.push("C: QUIT".into());
         Ok(())
     }
     .await;
     if let Err(e) = result {
-        t.push(format!("E: {e}"));
+        transcript.note(format!("error: {e}"));
         match e {
             ClientError::Rejected { step, reply } => last.replies.push((step, reply)),
             other => last.error = Some(other.to_string()),
         }
     }
-    (last, t.join("\n") + "\n")
+    (last, transcript.text())
 }
 
 /// Header values of the top-level header section (unfolded, trimmed), case-insensitive name.

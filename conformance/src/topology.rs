@@ -13,6 +13,7 @@ use reference_gestore::instance::Instance;
 use reference_gestore::smtp::Reply;
 use reference_gestore::smtp::client::{ClientTls, SmtpClient, Timeouts};
 use reference_gestore::smtp::server::{self, Handler, Mode, SessionConfig, SessionInfo};
+use reference_gestore::smtp::transcript::{Side, Transcript};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -80,11 +81,49 @@ pub struct LinkControl {
     pub state: Mutex<(LinkState, Vec<String>)>,
     /// Messages dropped: (kind, raw).
     pub dropped: Mutex<Vec<(String, Vec<u8>)>>,
+    /// The SMTP sessions through the relay as captured from the wire, in the order they began:
+    /// (heading, transcript); the sending gestore's sessions with the relay and the relay's
+    /// sessions with the receiving gestore.
+    pub transcripts: Mutex<Vec<(String, Transcript)>>,
+}
+
+impl LinkControl {
+    /// Starts recording a session of the link under `heading`.
+    pub fn record(&self, heading: String, side: Side) -> Transcript {
+        let t = Transcript::new(side);
+        // The transcript's times are relative to its start: the heading gives the start.
+        let start = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        if let Ok(mut v) = self.transcripts.lock() {
+            v.push((format!("{heading}, started {start}"), t.clone()));
+        }
+        t
+    }
+
+    /// Every session of the link so far, each under its heading; empty when there was none.
+    pub fn transcript_text(&self) -> String {
+        let sessions = self
+            .transcripts
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default();
+        let mut out = String::new();
+        for (i, (heading, t)) in sessions.iter().enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            out.push_str(&format!("=== session {}: {heading}\n", i + 1));
+            out.push_str(&t.text());
+        }
+        out
+    }
 }
 
 /// The relay of one link: a provider's inbound as seen from another provider.
 struct LinkRelay {
     control: Arc<LinkControl>,
+    /// The sending and the receiving gestore, for the transcripts' headings.
+    from: String,
+    to: String,
     /// The receiving gestore's inbound, known once it has started.
     target: Arc<std::sync::OnceLock<SocketAddr>>,
     roots: rustls::RootCertStore,
@@ -144,8 +183,16 @@ impl Handler for LinkRelay {
             return Reply::ok("accepted and dropped (runner fault)");
         }
         let tls = ClientTls::starttls(self.roots.clone(), "127.0.0.1");
+        let transcript = self.control.record(
+            format!(
+                "relay of link {}→{} → gestore {} inbound {target} (the relay is the SMTP client)",
+                self.from, self.to, self.to
+            ),
+            Side::Client,
+        );
         let result = async {
-            let mut c = SmtpClient::connect_with(target, tls, timeouts()).await?;
+            let mut c =
+                SmtpClient::connect_recorded(target, tls, timeouts(), transcript.clone()).await?;
             c.ehlo("runner.test").await?;
             c.starttls().await?;
             c.ehlo("runner.test").await?;
@@ -155,6 +202,9 @@ impl Handler for LinkRelay {
             Ok::<_, reference_gestore::smtp::client::ClientError>(r)
         }
         .await;
+        if let Err(e) = &result {
+            transcript.note(format!("error: {e}"));
+        }
         match result {
             Ok(r) => match (&r.data, r.refused().first()) {
                 (Some(d), _) => d.clone(),
@@ -369,12 +419,21 @@ impl Topology {
                 relay_addr.insert((from_name.clone(), to_name.clone()), listener.local_addr()?);
                 let relay = Arc::new(LinkRelay {
                     control: control.clone(),
+                    from: from_name.clone(),
+                    to: to_name.clone(),
                     target: target.clone(),
                     roots: roots.clone(),
                 });
                 let (cfg, rx) = (sessions(tls.clone()), rx.clone());
+                let (c, from) = (control.clone(), from_name.clone());
+                // Issue 5: the relay records what the sending gestore says to it.
+                let record = move |peer| {
+                    let heading =
+                        format!("gestore {from} {peer} → relay (the relay is the SMTP server)");
+                    c.record(heading, Side::Server)
+                };
                 tasks.spawn(async move {
-                    let _ = server::serve(listener, cfg, relay, rx).await;
+                    let _ = server::serve_recorded(listener, cfg, relay, rx, record).await;
                 });
                 links.insert((from_name.clone(), to_name.clone()), control);
             }

@@ -76,6 +76,7 @@ async fn three_scenarios_pass_end_to_end_with_evidence() {
     )
     .unwrap();
     assert!(t.contains("AUTH PLAIN") && t.contains("DATA"), "{t}");
+    submit_transcript_is_from_the_wire(out.path(), &t);
     // The dropped receipt of the timer scenario is kept as evidence.
     assert!(
         out.path()
@@ -85,6 +86,68 @@ async fn three_scenarios_pass_end_to_end_with_evidence() {
             .count()
             >= 1
     );
+}
+
+/// Issue 5: the submission's transcript is what crossed the wire, and the relay between the two
+/// gestori recorded what A said to B.
+fn submit_transcript_is_from_the_wire(out: &Path, t: &str) {
+    let dir = out.join("evidence/delivery.to-one.completa");
+    // The lines without their relative times.
+    let lines: Vec<&str> = t
+        .lines()
+        .map(|l| l.trim_start().split_once(' ').map_or(l, |x| x.1))
+        .collect();
+    // Implicit TLS (RFC 8314): the handshake marker comes first, then the greeting inside TLS.
+    let tls = lines
+        .iter()
+        .position(|l| l.starts_with("-- TLS handshake (implicit TLS) done: TLSv1_"))
+        .unwrap_or_else(|| panic!("no TLS marker:\n{t}"));
+    assert!(lines[tls + 1].starts_with("S: 220 "), "{t}");
+    assert_eq!(lines[tls + 2], "C: EHLO runner.test", "{t}");
+    // The gestore's own EHLO reply lines, capabilities and AUTH included (RFC 4954 §3).
+    assert!(lines[tls + 3].starts_with("S: 250-"), "{t}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("S: 250-AUTH PLAIN") || l.starts_with("S: 250 AUTH PLAIN")),
+        "{t}"
+    );
+    // The credentials are not in the transcript.
+    assert!(lines.contains(&"C: AUTH PLAIN ****"), "{t}");
+    let pw = reference_gestore::dev::DEV_PASSWORD;
+    assert!(!t.contains(pw), "{t}");
+    assert!(lines.iter().any(|l| l.starts_with("S: 235 ")), "{t}");
+    // The content is one marker line: the size and hash of the .eml kept next to it.
+    let eml = std::fs::read(dir.join("01-submit.eml")).unwrap();
+    let sha: String = openssl::sha::sha256(&eml)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let marker = format!("C: [message: {} bytes, sha256 {sha}]", eml.len());
+    let at = lines
+        .iter()
+        .position(|l| *l == marker)
+        .unwrap_or_else(|| panic!("no `{marker}`:\n{t}"));
+    assert!(lines[at - 1].starts_with("S: 354"), "{t}");
+    assert!(lines[at + 1].starts_with("S: 250 "), "{t}");
+    assert!(!t.contains("Contratto"), "the content is not copied: {t}");
+    // The relay between A and B saw the envelope's transaction on both of its sides.
+    let rcpt = lines
+        .iter()
+        .find(|l| l.starts_with("C: RCPT TO:<"))
+        .unwrap_or_else(|| panic!("no RCPT TO:\n{t}"));
+    let link = std::fs::read_to_string(dir.join("links/A-B.transcript")).unwrap();
+    assert!(link.contains("=== session 1: gestore A "), "{link}");
+    assert!(link.contains("(the relay is the SMTP client)"), "{link}");
+    assert!(link.matches(*rcpt).count() >= 2, "{rcpt} twice:\n{link}");
+    assert!(link.matches("C: MAIL FROM:<").count() >= 2, "{link}");
+    assert!(
+        link.contains("-- TLS handshake (STARTTLS) done: TLSv1_"),
+        "{link}"
+    );
+    assert!(link.contains("C: [message: "), "{link}");
+    // B's receipts go back to A through the other link.
+    assert!(dir.join("links/B-A.transcript").is_file());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

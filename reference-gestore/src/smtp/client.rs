@@ -2,6 +2,7 @@
 //! STARTTLS (RFC 3207) or implicit TLS (RFC 8314), AUTH PLAIN/LOGIN (RFC 4954, RFC 4616),
 //! PIPELINING (RFC 2920), per-recipient replies, dot-stuffing, timeouts.
 
+use super::transcript::{Transcript, tls_note};
 use super::{Io, Reply, closed_stream};
 use base64::Engine;
 use rustls::RootCertStore;
@@ -185,6 +186,8 @@ pub struct SmtpClient {
     timeouts: Timeouts,
     greeting: Reply,
     capabilities: Vec<String>,
+    /// The wire transcript, when the session is recorded.
+    transcript: Option<Transcript>,
 }
 
 impl std::fmt::Debug for SmtpClient {
@@ -209,6 +212,26 @@ impl SmtpClient {
         tls: ClientTls,
         timeouts: Timeouts,
     ) -> Result<Self, ClientError> {
+        Self::connect_inner(addr, tls, timeouts, None).await
+    }
+
+    /// [`SmtpClient::connect_with`], recording the session's plaintext layer (before and inside
+    /// TLS) into `transcript` (a [`super::transcript::Side::Client`] one).
+    pub async fn connect_recorded(
+        addr: impl ToSocketAddrs,
+        tls: ClientTls,
+        timeouts: Timeouts,
+        transcript: Transcript,
+    ) -> Result<Self, ClientError> {
+        Self::connect_inner(addr, tls, timeouts, Some(transcript)).await
+    }
+
+    async fn connect_inner(
+        addr: impl ToSocketAddrs,
+        tls: ClientTls,
+        timeouts: Timeouts,
+        transcript: Option<Transcript>,
+    ) -> Result<Self, ClientError> {
         let step = "connect";
         let stream = match tokio::time::timeout(timeouts.connect, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
@@ -221,7 +244,10 @@ impl SmtpClient {
             Err(_) => return Err(ClientError::Timeout { step: step.into() }),
         };
         let _ = stream.set_nodelay(true);
-        Self::from_stream(stream, tls, timeouts).await
+        if let (Some(t), Ok(peer)) = (&transcript, stream.peer_addr()) {
+            t.note(format!("connected to {peer}"));
+        }
+        Self::from_stream_inner(stream, tls, timeouts, transcript).await
     }
 
     /// Runs over an already open stream (TCP or an in-memory duplex in tests).
@@ -230,14 +256,38 @@ impl SmtpClient {
         tls: ClientTls,
         timeouts: Timeouts,
     ) -> Result<Self, ClientError> {
+        Self::from_stream_inner(stream, tls, timeouts, None).await
+    }
+
+    /// [`SmtpClient::from_stream`], recording the session into `transcript`.
+    pub async fn from_stream_recorded<S: Io + 'static>(
+        stream: S,
+        tls: ClientTls,
+        timeouts: Timeouts,
+        transcript: Transcript,
+    ) -> Result<Self, ClientError> {
+        Self::from_stream_inner(stream, tls, timeouts, Some(transcript)).await
+    }
+
+    async fn from_stream_inner<S: Io + 'static>(
+        stream: S,
+        tls: ClientTls,
+        timeouts: Timeouts,
+        transcript: Option<Transcript>,
+    ) -> Result<Self, ClientError> {
+        let stream: Box<dyn Io> = match &transcript {
+            Some(t) => Box::new(t.wrap(stream)),
+            None => Box::new(stream),
+        };
         let mut client = SmtpClient {
-            stream: Box::new(stream),
+            stream,
             input: Vec::new(),
             tls,
             is_tls: false,
             timeouts,
             greeting: Reply::plain(220, ""),
             capabilities: Vec::new(),
+            transcript,
         };
         if client.tls.mode == TlsMode::Implicit {
             client.handshake("implicit TLS").await?;
@@ -252,6 +302,11 @@ impl SmtpClient {
         }
         client.greeting = greeting;
         Ok(client)
+    }
+
+    /// The wire transcript of a recorded session.
+    pub fn transcript(&self) -> Option<&Transcript> {
+        self.transcript.as_ref()
     }
 
     /// The greeting.
@@ -297,14 +352,33 @@ impl SmtpClient {
         let config = crate::tls::client_config((*self.tls.roots).clone());
         let connector = tokio_rustls::TlsConnector::from(config);
         let plain = std::mem::replace(&mut self.stream, closed_stream());
+        if let Some(t) = &self.transcript {
+            t.pause(); // the handshake is not SMTP: the TLS layer is recorded instead
+        }
         let tls = match tokio::time::timeout(self.timeouts.connect, connector.connect(name, plain))
             .await
         {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(tls_err(e.to_string())),
-            Err(_) => return Err(ClientError::Timeout { step: step.into() }),
+            Ok(Err(e)) => {
+                if let Some(t) = &self.transcript {
+                    t.note(format!("TLS handshake ({step}) failed: {e}"));
+                }
+                return Err(tls_err(e.to_string()));
+            }
+            Err(_) => {
+                if let Some(t) = &self.transcript {
+                    t.note(format!("TLS handshake ({step}) timed out"));
+                }
+                return Err(ClientError::Timeout { step: step.into() });
+            }
         };
-        self.stream = Box::new(tls);
+        self.stream = match &self.transcript {
+            Some(t) => {
+                t.note(tls_note(step, tls.get_ref().1));
+                Box::new(t.wrap(tls))
+            }
+            None => Box::new(tls),
+        };
         self.is_tls = true;
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod server;
+pub mod transcript;
 
 mod reply;
 pub use reply::Reply;

@@ -9,6 +9,7 @@
 //! * After STARTTLS every byte the client sent in plaintext after the command is thrown away and the
 //!   session starts over (RFC 3207 §4.2; the STARTTLS command injection class of bugs).
 
+use super::transcript::{Transcript, tls_note};
 use super::{Io, Reply, closed_stream};
 use smtp_proto::Request;
 use std::future::Future;
@@ -162,6 +163,8 @@ struct Session<H: Handler> {
     commands: usize,
     errors: usize,
     auth_failures: u32,
+    /// The wire transcript, when the session is recorded.
+    transcript: Option<Transcript>,
 }
 
 enum ReadError {
@@ -191,7 +194,58 @@ where
     S: Io + 'static,
     H: Handler,
 {
-    let mut stream: Box<dyn Io> = Box::new(stream);
+    handle_connection_inner(stream, peer, config, handler, shutdown, None).await
+}
+
+/// [`handle_connection`], recording the session's plaintext layer (before and inside TLS) into
+/// `transcript` (a [`super::transcript::Side::Server`] one).
+pub async fn handle_connection_recorded<S, H>(
+    stream: S,
+    peer: SocketAddr,
+    config: Arc<SessionConfig>,
+    handler: Arc<H>,
+    shutdown: Option<watch::Receiver<bool>>,
+    transcript: Transcript,
+) -> io::Result<()>
+where
+    S: Io + 'static,
+    H: Handler,
+{
+    let r = handle_connection_inner(
+        stream,
+        peer,
+        config,
+        handler,
+        shutdown,
+        Some(transcript.clone()),
+    )
+    .await;
+    match &r {
+        Ok(()) => transcript.note("session ended"),
+        Err(e) => transcript.note(format!("session ended: {e}")),
+    }
+    r
+}
+
+async fn handle_connection_inner<S, H>(
+    stream: S,
+    peer: SocketAddr,
+    config: Arc<SessionConfig>,
+    handler: Arc<H>,
+    shutdown: Option<watch::Receiver<bool>>,
+    transcript: Option<Transcript>,
+) -> io::Result<()>
+where
+    S: Io + 'static,
+    H: Handler,
+{
+    let mut stream: Box<dyn Io> = match &transcript {
+        Some(t) => {
+            t.note(format!("connection from {peer}"));
+            Box::new(t.wrap(stream))
+        }
+        None => Box::new(stream),
+    };
     let mut tls = false;
     if config.implicit_tls {
         let Some(tls_config) = config.tls.clone() else {
@@ -199,7 +253,14 @@ where
                 "implicit TLS configured without a certificate",
             ));
         };
-        stream = accept_tls(stream, tls_config, config.tls_timeout).await?;
+        stream = accept_tls(
+            stream,
+            tls_config,
+            config.tls_timeout,
+            transcript.as_ref(),
+            "implicit TLS",
+        )
+        .await?;
         tls = true;
     }
     let mut session = Session {
@@ -222,6 +283,7 @@ where
         commands: 0,
         errors: 0,
         auth_failures: 0,
+        transcript,
     };
     session.run().await
 }
@@ -230,10 +292,21 @@ async fn accept_tls(
     stream: Box<dyn Io>,
     config: Arc<rustls::ServerConfig>,
     timeout: Duration,
+    transcript: Option<&Transcript>,
+    how: &str,
 ) -> io::Result<Box<dyn Io>> {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    if let Some(t) = transcript {
+        t.pause(); // the handshake is not SMTP: the TLS layer is recorded instead
+    }
     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => Ok(Box::new(tls)),
+        Ok(Ok(tls)) => Ok(match transcript {
+            Some(t) => {
+                t.note(tls_note(how, tls.get_ref().1));
+                Box::new(t.wrap(tls))
+            }
+            None => Box::new(tls),
+        }),
         Ok(Err(e)) => Err(io::Error::new(e.kind(), format!("TLS handshake: {e}"))),
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
@@ -248,7 +321,34 @@ pub async fn serve<H: Handler>(
     listener: TcpListener,
     config: Arc<SessionConfig>,
     handler: Arc<H>,
+    shutdown: watch::Receiver<bool>,
+) -> io::Result<()> {
+    serve_inner(listener, config, handler, shutdown, None).await
+}
+
+/// [`serve`], recording every session into the transcript `record` makes for its peer.
+pub async fn serve_recorded<H, F>(
+    listener: TcpListener,
+    config: Arc<SessionConfig>,
+    handler: Arc<H>,
+    shutdown: watch::Receiver<bool>,
+    record: F,
+) -> io::Result<()>
+where
+    H: Handler,
+    F: Fn(SocketAddr) -> Transcript + Send + Sync,
+{
+    serve_inner(listener, config, handler, shutdown, Some(&record)).await
+}
+
+type Recorder<'a> = &'a (dyn Fn(SocketAddr) -> Transcript + Send + Sync);
+
+async fn serve_inner<H: Handler>(
+    listener: TcpListener,
+    config: Arc<SessionConfig>,
+    handler: Arc<H>,
     mut shutdown: watch::Receiver<bool>,
+    record: Option<Recorder<'_>>,
 ) -> io::Result<()> {
     let mut sessions = JoinSet::new();
     let limit = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
@@ -279,8 +379,13 @@ pub async fn serve<H: Handler>(
                     continue;
                 };
                 let (config, handler, shutdown) = (config.clone(), handler.clone(), shutdown.clone());
+                let transcript = record.map(|r| r(peer));
                 sessions.spawn(async move {
-                    if let Err(e) = handle_connection(stream, peer, config, handler, Some(shutdown)).await {
+                    let r = match transcript {
+                        Some(t) => handle_connection_recorded(stream, peer, config, handler, Some(shutdown), t).await,
+                        None => handle_connection(stream, peer, config, handler, Some(shutdown)).await,
+                    };
+                    if let Err(e) = r {
                         tracing::info!("SMTP session with {peer}: {e}");
                     }
                     drop(permit);
@@ -550,7 +655,14 @@ impl<H: Handler> Session<H> {
         self.input.clear();
         self.overflow = false;
         let plain = std::mem::replace(&mut self.stream, closed_stream());
-        self.stream = accept_tls(plain, tls_config, self.config.tls_timeout).await?;
+        self.stream = accept_tls(
+            plain,
+            tls_config,
+            self.config.tls_timeout,
+            self.transcript.as_ref(),
+            "STARTTLS",
+        )
+        .await?;
         // RFC 3207 §4.2: forget everything learnt before TLS.
         self.info.tls = true;
         self.info.helo = None;
