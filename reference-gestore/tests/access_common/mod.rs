@@ -59,11 +59,14 @@ pub async fn fixture_with(store: SqliteStore) -> Fixture {
     deliver(&store, "alice@pec.a.test", M2).await;
     deliver(&store, "bob@pec.a.test", BOB1).await;
     let pki = test_pki();
-    let cfg = Arc::new(AccessConfig {
-        store: store.clone(),
-        tls: Some(tls::server_config_from_pem(&pki.cert_pem, &pki.key_pem).unwrap()),
-        hostname: "pec.a.test".into(),
-    });
+    let mut cfg = AccessConfig::new(
+        store.clone(),
+        Some(tls::server_config_from_pem(&pki.cert_pem, &pki.key_pem).unwrap()),
+        "pec.a.test",
+    );
+    // No waiting after a failed login in tests; the count-based close stays.
+    cfg.auth.delay = Duration::ZERO;
+    let cfg = Arc::new(cfg);
     Fixture { store, cfg, pki }
 }
 
