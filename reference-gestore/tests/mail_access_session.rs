@@ -62,6 +62,8 @@ async fn imap_select_fetch_search_store_copy_expunge_append_and_folders() {
         r.contains("* 2 EXISTS") && r.contains("[UIDVALIDITY ") && r.contains("[UIDNEXT 3]"),
         "{r}"
     );
+    // RFC 3501 §2.3.2: the first session to select the mailbox sees both messages \Recent.
+    assert!(r.contains("* 2 RECENT\r\n"), "{r}");
     assert!(
         r.contains("* OK [UNSEEN 1]") && r.contains("s OK [READ-WRITE]"),
         "{r}"
@@ -72,7 +74,7 @@ async fn imap_select_fetch_search_store_copy_expunge_append_and_folders() {
         .await;
     assert!(
         r.contains(&format!(
-            "* 1 FETCH (FLAGS () UID 1 RFC822.SIZE {} INTERNALDATE \"01-Dec-2025 09:00:00 +0000\")",
+            "* 1 FETCH (FLAGS (\\Recent) UID 1 RFC822.SIZE {} INTERNALDATE \"01-Dec-2025 09:00:00 +0000\")",
             M1.len()
         )),
         "{r}"
@@ -100,7 +102,7 @@ async fn imap_select_fetch_search_store_copy_expunge_append_and_folders() {
     );
     assert!(r.contains("RFC822.HEADER {"), "{r}");
     // BODY[1] was not PEEK: message 2 is now \Seen, and the response said so.
-    assert!(r.contains("FLAGS (\\Seen)"), "{r}");
+    assert!(r.contains("FLAGS (\\Seen \\Recent)"), "{r}");
     let r = c.imap("f5", "FETCH 1 RFC822").await;
     assert!(
         r.contains(&format!("RFC822 {{{}}}\r\n{M1}", M1.len())),
@@ -143,7 +145,10 @@ async fn imap_select_fetch_search_store_copy_expunge_append_and_folders() {
     assert!(c.imap("q", "SEARCH FOO").await.contains("q BAD"));
 
     let r = c.imap("st", "STORE 2 +FLAGS (\\Flagged)").await;
-    assert!(r.contains("* 2 FETCH (FLAGS (\\Seen \\Flagged))"), "{r}");
+    assert!(
+        r.contains("* 2 FETCH (FLAGS (\\Seen \\Flagged \\Recent))"),
+        "{r}"
+    );
     let r = c.imap("st", "UID STORE 2 -FLAGS.SILENT (\\Flagged)").await;
     assert!(r.starts_with("st OK"), "{r}");
     assert!(
@@ -182,10 +187,15 @@ async fn imap_select_fetch_search_store_copy_expunge_append_and_folders() {
     assert!(c.line().await.starts_with("+ "));
     c.send("Subject: appeso\r\n\r\ncorpo\r\n").await;
     let r = c.until("ap ").await;
-    assert!(r.contains("* 2 EXISTS") && r.contains("ap OK"), "{r}");
+    // RFC 4315 §3: APPENDUID <uidvalidity> <uid>; the session's own APPEND is \Recent to it.
+    assert!(
+        r.contains("* 2 EXISTS\r\n* 2 RECENT\r\n") && r.contains("ap OK [APPENDUID "),
+        "{r}"
+    );
+    assert!(r.contains(" 3] APPEND completed"), "{r}");
     let r = c.imap("ap", "UID FETCH 3 (FLAGS INTERNALDATE)").await;
     assert!(
-        r.contains("UID 3 FLAGS (\\Seen) INTERNALDATE \"05-Dec-2025 09:00:00 +0000\""),
+        r.contains("UID 3 FLAGS (\\Seen \\Recent) INTERNALDATE \"05-Dec-2025 09:00:00 +0000\""),
         "{r}"
     );
     assert!(
@@ -226,6 +236,8 @@ async fn imap_select_fetch_search_store_copy_expunge_append_and_folders() {
     assert!(c.imap("x", "FETCH 1 UID").await.contains("x BAD"));
     let r = c.imap("x", "EXAMINE INBOX").await;
     assert!(r.contains("[READ-ONLY]"), "{r}");
+    // The first SELECT claimed every message: none is \Recent for a later session.
+    assert!(r.contains("* 0 RECENT\r\n"), "{r}");
     assert!(
         c.imap("x", "STORE 1 +FLAGS (\\Deleted)")
             .await
@@ -263,10 +275,24 @@ async fn two_clients_stay_consistent_and_idle_is_woken_by_a_delivery() {
     assert_eq!(b.line().await, "+ idling\r\n");
     deliver(&f.store, "alice@pec.a.test", BOB1).await;
     assert_eq!(b.line().await, "* 2 EXISTS\r\n");
-    assert_eq!(b.line().await, "* 0 RECENT\r\n");
+    // RFC 3501 §2.3.2: b is the first session told of the new message: \Recent for b only.
+    assert_eq!(b.line().await, "* 1 RECENT\r\n");
     b.send("DONE\r\n").await;
     assert_eq!(b.line().await, "i OK IDLE terminated\r\n");
-    assert!(a.imap("n", "NOOP").await.contains("* 2 EXISTS"));
+    let r = b.imap("f", "FETCH 2 (FLAGS UID)").await;
+    assert!(r.contains("* 2 FETCH (FLAGS (\\Recent) UID 3)"), "{r}");
+    // a selected first: its old message 2 (UID 2) stays \Recent for a, the new one is not.
+    let r = a.imap("n", "NOOP").await;
+    assert!(r.contains("* 2 EXISTS\r\n* 1 RECENT\r\n"), "{r}");
+    let r = a.imap("f", "FETCH 1:2 FLAGS").await;
+    assert!(
+        r.contains("* 1 FETCH (FLAGS (\\Recent))") && r.contains("* 2 FETCH (FLAGS ())"),
+        "{r}"
+    );
+    let r = a.imap("q", "SEARCH RECENT").await;
+    assert!(r.starts_with("* SEARCH 1\r\n"), "{r}");
+    let r = b.imap("q", "SEARCH NEW").await;
+    assert!(r.starts_with("* SEARCH 2\r\n"), "{r}");
 }
 
 #[tokio::test]
