@@ -327,7 +327,9 @@ impl Session {
             } else {
                 self.cfg.max_command_literals
             };
-            if literals > cap {
+            // In APPEND a literal over APPENDLIMIT can only be the message (RFC 7889 §4).
+            let too_big = append && u64::from(length) > self.cfg.max_append_size;
+            if literals > cap || too_big {
                 let tag = parse::first_word(&buf).unwrap_or_else(|| "*".into());
                 let resp = if append {
                     // RFC 7889 §4 / RFC 4469 §5: TOOBIG.

@@ -96,6 +96,15 @@ impl Client {
         String::from_utf8_lossy(&l).into_owned()
     }
 
+    /// Whether the server closed the connection (end of input, nothing more sent).
+    pub async fn closed(&mut self) -> bool {
+        let mut l = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(20), self.io.read_until(b'\n', &mut l))
+            .await
+            .expect("server answered or closed in time");
+        matches!(r, Ok(0) | Err(_))
+    }
+
     pub async fn send(&mut self, s: &str) {
         let w = self.io.get_mut();
         w.write_all(s.as_bytes()).await.unwrap();
