@@ -1261,3 +1261,46 @@ fn literal(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(format!("{{{}}}\r\n", data.len()).as_bytes());
     out.extend_from_slice(data);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_sets_collapse_runs_in_order() {
+        assert_eq!(uid_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
+        assert_eq!(uid_set(&[4]), "4");
+        assert_eq!(uid_set(&[]), "");
+    }
+
+    #[test]
+    fn recent_is_shown_and_searched_per_session() {
+        assert_eq!(flag_list(&["\\Seen".into()], true), "(\\Seen \\Recent)");
+        assert_eq!(flag_list(&[], false), "()");
+        let m = MessageMeta {
+            uid: 1,
+            flags: vec![],
+            size: 1,
+            internal_date: Utc::now(),
+        };
+        let ctx = |recent| Ctx {
+            seq: 1,
+            max_seq: 1,
+            max_uid: 1,
+            m: &m,
+            recent,
+            raw: None,
+            part: None,
+        };
+        let key = Key::Flag("\\RECENT".into(), true);
+        assert!(matches(&key, &ctx(true)) && !matches(&key, &ctx(false)));
+    }
+
+    #[test]
+    fn header_search_matches_decoded_words_case_insensitively() {
+        let v = "=?UTF-8?Q?POSTA_CERTIFICATA:_Fattura_n._7?=";
+        assert!(header_matches(v, "posta certificata: fattura"));
+        assert!(header_matches(v, "UTF-8?Q"), "the raw text still matches");
+        assert!(!header_matches(v, "fattura n. 8"));
+    }
+}

@@ -717,6 +717,40 @@ mod tests {
     }
 
     #[test]
+    fn uidplus_move_and_recent_keys() {
+        // RFC 4315 §2.1 UID EXPUNGE; RFC 6851 MOVE and UID MOVE.
+        let (_, name, cmd) = command(b"e UID EXPUNGE 3:5,7\r\n");
+        assert_eq!(name, "EXPUNGE");
+        let Cmd::UidExpunge(set) = cmd else {
+            panic!("{cmd:?}")
+        };
+        assert!(set.contains(4, 9) && set.contains(7, 9) && !set.contains(6, 9));
+        let (_, name, cmd) = command(b"m UID MOVE 2 Archivio\r\n");
+        assert_eq!(name, "MOVE");
+        assert!(
+            matches!(cmd, Cmd::Move { uid: true, ref mailbox, .. } if mailbox == "Archivio"),
+            "{cmd:?}"
+        );
+        let (_, _, cmd) = command(b"m MOVE 1:* INBOX\r\n");
+        assert!(matches!(cmd, Cmd::Move { uid: false, .. }), "{cmd:?}");
+        // RFC 3501 §6.4.4: NEW is RECENT UNSEEN, OLD is NOT RECENT.
+        let (_, _, cmd) = command(b"q SEARCH NEW OLD\r\n");
+        let Cmd::Search {
+            key: Key::And(keys),
+            ..
+        } = cmd
+        else {
+            panic!("{cmd:?}")
+        };
+        let Key::And(new) = &keys[0] else {
+            panic!("{keys:?}")
+        };
+        assert!(matches!(&new[0], Key::Flag(f, true) if f == "\\Recent"));
+        assert!(matches!(&new[1], Key::Flag(f, false) if f == "\\Seen"));
+        assert!(matches!(&keys[1], Key::Flag(f, false) if f == "\\Recent"));
+    }
+
+    #[test]
     fn search_keys_and_sequence_sets() {
         let (_, _, cmd) =
             command(b"q SEARCH CHARSET UTF-8 2,4:5 OR SUBJECT x NOT SEEN SINCE 1-Feb-1994\r\n");
