@@ -1,6 +1,7 @@
 //! The POP3 server (RFC 1939) of the mailbox access point, with CAPA (RFC 2449), STLS (RFC 2595)
 //! and implicit TLS (RFC 8314). USER/PASS only over TLS (RFC 6109 §5.3). It serves the INBOX; the
-//! session is generic over the stream so tests run it over an in-memory duplex.
+//! session is generic over the stream so tests run it over an in-memory duplex. Failed PASS
+//! attempts are slowed down and end the session after a few ([`access::AuthThrottle`]).
 
 use crate::access::{self, AccessConfig, BoxIo, Login};
 use crate::store::{MessageMeta, Store};

@@ -188,7 +188,12 @@ fn matches(k: &Key, c: &Ctx) -> bool {
             (Some(r), Some(p)) => contains_ci(&r[p.body_start..p.end], v),
             _ => false,
         },
-        Key::Text(v) => c.raw.is_some_and(|r| contains_ci(r, v)),
+        // RFC 3501 §6.4.4 TEXT: header or body; encoded header words count decoded.
+        Key::Text(v) => {
+            c.raw.is_some_and(|r| contains_ci(r, v))
+                || c.part
+                    .is_some_and(|p| p.headers.iter().any(|(_, val)| header_matches(val, v)))
+        }
         Key::Since(d) => date >= *d,
         Key::Before(d) => date < *d,
         Key::On(d) => date == *d,
@@ -1302,5 +1307,34 @@ mod tests {
         assert!(header_matches(v, "posta certificata: fattura"));
         assert!(header_matches(v, "UTF-8?Q"), "the raw text still matches");
         assert!(!header_matches(v, "fattura n. 8"));
+        let raw = format!("Subject: {v}\r\n\r\ncorpo\r\n");
+        let part = Part::parse(raw.as_bytes(), 0, raw.len(), 0);
+        let m = MessageMeta {
+            uid: 1,
+            flags: vec![],
+            size: raw.len() as i64,
+            internal_date: Utc::now(),
+        };
+        let ctx = Ctx {
+            seq: 1,
+            max_seq: 1,
+            max_uid: 1,
+            m: &m,
+            recent: false,
+            raw: Some(raw.as_bytes()),
+            part: Some(&part),
+        };
+        for (k, hit) in [
+            (
+                Key::Header("SUBJECT".into(), "CERTIFICATA: FATTURA".into()),
+                true,
+            ),
+            (Key::Header("FROM".into(), "certificata".into()), false),
+            (Key::Text("fattura n. 7".into()), true),
+            (Key::Text("CORPO".into()), true),
+            (Key::Body("fattura".into()), false),
+        ] {
+            assert_eq!(matches(&k, &ctx), hit, "{k:?}");
+        }
     }
 }
