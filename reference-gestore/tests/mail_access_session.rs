@@ -556,6 +556,16 @@ async fn imap_literals_are_bounded_per_command() {
     assert_eq!(c.line().await, "* BYE literal too large\r\n");
     assert!(c.closed().await);
 
+    // So is a line during IDLE: one without end is not buffered.
+    let mut c = connect(&f.cfg, true, imap::session);
+    c.line().await;
+    c.imap("l", "LOGIN alice@pec.a.test pw-alice").await;
+    c.send("i IDLE\r\n").await;
+    assert_eq!(c.line().await, "+ idling\r\n");
+    c.send(&"D".repeat(70 * 1024)).await;
+    assert_eq!(c.line().await, "* BYE line too long during IDLE\r\n");
+    assert!(c.closed().await);
+
     // The lines of one command are bounded too, literals or not.
     let mut c = connect(&f.cfg, true, imap::session);
     c.line().await;

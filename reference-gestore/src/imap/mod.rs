@@ -874,20 +874,24 @@ impl Session {
                 Read(std::io::Result<usize>),
                 Changed(bool),
             }
-            let ev = tokio::select! {
-                r = self.io.read_until(b'\n', &mut line) => Ev::Read(r),
-                r = changes.changed() => Ev::Changed(r.is_ok()),
+            let ev = {
+                // At most one octet over the bound is buffered: a line without end is refused.
+                let room = (MAX_LINE + 1).saturating_sub(line.len() as u64);
+                let mut limited = (&mut self.io).take(room);
+                tokio::select! {
+                    r = limited.read_until(b'\n', &mut line) => Ev::Read(r),
+                    r = changes.changed() => Ev::Changed(r.is_ok()),
+                }
             };
             match ev {
                 Ev::Read(r) => {
-                    if r? == 0 {
+                    let n = r?;
+                    if line.len() as u64 > MAX_LINE {
+                        self.send(b"* BYE line too long during IDLE\r\n").await?;
                         return Ok(Flow::Logout);
                     }
-                    if line.len() as u64 > MAX_LINE {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::InvalidData,
-                            "line too long during IDLE",
-                        ));
+                    if n == 0 {
+                        return Ok(Flow::Logout);
                     }
                     if !line.ends_with(b"\n") {
                         continue;
