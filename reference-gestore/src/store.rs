@@ -1435,6 +1435,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn recent_is_claimed_once_per_folder_incarnation() {
+        let s = SqliteStore::memory().await.unwrap();
+        // RFC 3501 §2.3.2: the first claim gets what is above the old mark; reading claims nothing.
+        assert_eq!(s.claim_recent("a@x", "inbox", 7, 0).await.unwrap(), 0);
+        assert_eq!(s.claim_recent("a@x", "INBOX", 7, 3).await.unwrap(), 0);
+        assert_eq!(s.claim_recent("A@x", "INBOX", 7, 0).await.unwrap(), 3);
+        // The mark never goes down.
+        assert_eq!(s.claim_recent("a@x", "INBOX", 7, 2).await.unwrap(), 3);
+        assert_eq!(s.claim_recent("a@x", "INBOX", 7, 5).await.unwrap(), 3);
+        assert_eq!(s.claim_recent("a@x", "INBOX", 7, 0).await.unwrap(), 5);
+        // Another folder, or the same name with a new UIDVALIDITY, starts over.
+        assert_eq!(s.claim_recent("a@x", "Sent", 7, 0).await.unwrap(), 0);
+        assert_eq!(s.claim_recent("a@x", "INBOX", 8, 0).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
     async fn folders_keep_uids_unique_and_uidvalidity_fresh() {
         let s = SqliteStore::memory().await.unwrap();
         s.put_account(&Account {
