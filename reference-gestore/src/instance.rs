@@ -230,11 +230,11 @@ impl Instance {
             }
         }
         // Mailbox access (IMAP, POP3): RFC 6109 §5.3, TLS for the user's connection.
-        let access_cfg = Arc::new(AccessConfig {
-            store: g.store.clone(),
-            tls: Some(tls.clone()),
-            hostname: hostname.clone(),
-        });
+        let mut access_cfg =
+            AccessConfig::new(g.store.clone(), Some(tls.clone()), hostname.clone());
+        // APPEND takes what SMTP takes (RFC 6109 §3.1.2 hard limit): any stored message fits.
+        access_cfg.max_append_size = profile.hard_message_size.0;
+        let access_cfg = Arc::new(access_cfg);
         for (addr, imap, implicit, slot) in [
             (l.imap_tls, true, true, &mut endpoints.imap_tls),
             (l.imap_starttls, true, false, &mut endpoints.imap_starttls),

@@ -1,6 +1,7 @@
 //! The POP3 server (RFC 1939) of the mailbox access point, with CAPA (RFC 2449), STLS (RFC 2595)
 //! and implicit TLS (RFC 8314). USER/PASS only over TLS (RFC 6109 §5.3). It serves the INBOX; the
-//! session is generic over the stream so tests run it over an in-memory duplex.
+//! session is generic over the stream so tests run it over an in-memory duplex. Failed PASS
+//! attempts are slowed down and end the session after a few ([`access::AuthThrottle`]).
 
 use crate::access::{self, AccessConfig, BoxIo, Login};
 use crate::store::{MessageMeta, Store};
@@ -19,6 +20,7 @@ struct Session {
     uidvalidity: u32,
     msgs: Vec<MessageMeta>,
     deleted: Vec<bool>,
+    auth_failures: u32,
 }
 
 /// Runs one POP3 session over `io` until QUIT or the client goes away.
@@ -32,6 +34,7 @@ pub async fn session(io: BoxIo, cfg: Arc<AccessConfig>, tls_active: bool) -> std
         uidvalidity: 0,
         msgs: Vec::new(),
         deleted: Vec::new(),
+        auth_failures: 0,
     };
     let host = s.cfg.hostname.clone();
     s.send(&format!("+OK {host} POP3 ready\r\n")).await?;
@@ -170,7 +173,15 @@ impl Session {
             ("PASS", false) if !self.tls => {
                 "-ERR [SYS/PERM] PASS is only allowed over TLS\r\n".into()
             }
-            ("PASS", false) => self.pass(arg).await,
+            ("PASS", false) => {
+                let Some(reply) = self.pass(arg).await else {
+                    // Too many failed logins: the session ends (as SMTP AUTH does).
+                    self.send("-ERR [AUTH] invalid credentials; too many failures, closing\r\n")
+                        .await?;
+                    return Ok(false);
+                };
+                reply
+            }
             ("STAT", true) => {
                 let (n, size) = self
                     .live()
@@ -267,23 +278,33 @@ impl Session {
             .filter(|(i, _)| !self.deleted[*i])
     }
 
-    async fn pass(&mut self, arg: Option<&str>) -> String {
+    /// The reply to PASS; `None` when the failures reached the limit and the session must end.
+    async fn pass(&mut self, arg: Option<&str>) -> Option<String> {
         let Some(user) = self.user_name.take() else {
-            return "-ERR send USER first\r\n".into();
+            return Some("-ERR send USER first\r\n".into());
         };
-        match access::login(&self.cfg.store, &user, arg.unwrap_or("")).await {
-            Login::Ok(address) => {
-                let store = &self.cfg.store;
-                let folder = store.folder(&address, "INBOX").await.ok().flatten();
-                self.uidvalidity = folder.map_or(0, |f| f.uidvalidity);
-                self.msgs = store.messages(&address, "INBOX").await.unwrap_or_default();
-                self.deleted = vec![false; self.msgs.len()];
-                self.mailbox = Some(address);
-                format!("+OK {} messages\r\n", self.msgs.len())
-            }
-            Login::Disabled => "-ERR [AUTH] mailbox disabled\r\n".into(),
-            Login::Failed => "-ERR [AUTH] invalid credentials\r\n".into(),
-        }
+        Some(
+            match access::login(&self.cfg.store, &user, arg.unwrap_or("")).await {
+                Login::Ok(address) => {
+                    let store = &self.cfg.store;
+                    let folder = store.folder(&address, "INBOX").await.ok().flatten();
+                    self.uidvalidity = folder.map_or(0, |f| f.uidvalidity);
+                    self.msgs = store.messages(&address, "INBOX").await.unwrap_or_default();
+                    self.deleted = vec![false; self.msgs.len()];
+                    self.mailbox = Some(address);
+                    format!("+OK {} messages\r\n", self.msgs.len())
+                }
+                Login::Disabled => "-ERR [AUTH] mailbox disabled\r\n".into(),
+                Login::Failed => {
+                    // Slow down password guessing; close after too many (access::AuthThrottle).
+                    let auth = self.cfg.auth;
+                    if auth.fail(&mut self.auth_failures).await {
+                        return None;
+                    }
+                    "-ERR [AUTH] invalid credentials\r\n".into()
+                }
+            },
+        )
     }
 
     /// The UPDATE state (RFC 1939 §6): removes the messages marked deleted.

@@ -487,6 +487,14 @@ const SCHEMA: &[&str] = &[
     // Databases written before the folders table: one folder row per existing (mailbox, folder).
     "INSERT OR IGNORE INTO folders (mailbox, name, uidvalidity, uidnext)
         SELECT mailbox, folder, 1, MAX(uid) + 1 FROM mailbox_messages GROUP BY mailbox, folder",
+    // RFC 3501 §2.3.2 \Recent: the highest UID an IMAP session has already claimed, per folder
+    // incarnation (a folder created again has a new UIDVALIDITY).
+    "CREATE TABLE IF NOT EXISTS imap_recent (
+        mailbox TEXT NOT NULL COLLATE NOCASE,
+        folder TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        last_uid INTEGER NOT NULL,
+        PRIMARY KEY (mailbox, folder, uidvalidity))",
     "CREATE TABLE IF NOT EXISTS transactions (
         identificativo TEXT PRIMARY KEY,
         sender TEXT NOT NULL,
@@ -617,6 +625,45 @@ impl SqliteStore {
     /// The connection pool (the message log's own queries, registro.rs).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Claims the `\Recent` messages of a folder for one IMAP session (RFC 3501 §2.3.2): returns
+    /// the highest UID an earlier session claimed (0: none) and raises the mark to `up_to`, so
+    /// the messages above the old mark are recent for this session only. `up_to` 0 only reads.
+    pub async fn claim_recent(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        uidvalidity: u32,
+        up_to: i64,
+    ) -> Result<i64, StoreError> {
+        let folder = canonical_folder(folder);
+        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let prev: i64 = sqlx::query(
+            "SELECT last_uid FROM imap_recent WHERE mailbox = ? AND folder = ? AND uidvalidity = ?",
+        )
+        .bind(mailbox)
+        .bind(&folder)
+        .bind(i64::from(uidvalidity))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db("read recent"))?
+        .map_or(0, |r| r.get(0));
+        if up_to > prev {
+            sqlx::query(
+                "INSERT INTO imap_recent (mailbox, folder, uidvalidity, last_uid) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (mailbox, folder, uidvalidity) DO UPDATE SET last_uid = excluded.last_uid",
+            )
+            .bind(mailbox)
+            .bind(&folder)
+            .bind(i64::from(uidvalidity))
+            .bind(up_to)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("claim recent"))?;
+        }
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(prev)
     }
 
     /// Wakes every [`Store::changes`] receiver.
@@ -1385,6 +1432,22 @@ mod tests {
         assert_eq!(inbox[0].uid, 1);
         assert_eq!(inbox[0].internal_date, t0());
         assert_eq!(s.due_outbox(t0(), 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn recent_is_claimed_once_per_folder_incarnation() {
+        let s = SqliteStore::memory().await.unwrap();
+        // RFC 3501 §2.3.2: the first claim gets what is above the old mark; reading claims nothing.
+        assert_eq!(s.claim_recent("a@x", "inbox", 7, 0).await.unwrap(), 0);
+        assert_eq!(s.claim_recent("a@x", "INBOX", 7, 3).await.unwrap(), 0);
+        assert_eq!(s.claim_recent("A@x", "INBOX", 7, 0).await.unwrap(), 3);
+        // The mark never goes down.
+        assert_eq!(s.claim_recent("a@x", "INBOX", 7, 2).await.unwrap(), 3);
+        assert_eq!(s.claim_recent("a@x", "INBOX", 7, 5).await.unwrap(), 3);
+        assert_eq!(s.claim_recent("a@x", "INBOX", 7, 0).await.unwrap(), 5);
+        // Another folder, or the same name with a new UIDVALIDITY, starts over.
+        assert_eq!(s.claim_recent("a@x", "Sent", 7, 0).await.unwrap(), 0);
+        assert_eq!(s.claim_recent("a@x", "INBOX", 8, 0).await.unwrap(), 0);
     }
 
     #[tokio::test]

@@ -62,6 +62,8 @@ async fn imap_select_fetch_search_store_copy_expunge_append_and_folders() {
         r.contains("* 2 EXISTS") && r.contains("[UIDVALIDITY ") && r.contains("[UIDNEXT 3]"),
         "{r}"
     );
+    // RFC 3501 §2.3.2: the first session to select the mailbox sees both messages \Recent.
+    assert!(r.contains("* 2 RECENT\r\n"), "{r}");
     assert!(
         r.contains("* OK [UNSEEN 1]") && r.contains("s OK [READ-WRITE]"),
         "{r}"
@@ -72,7 +74,7 @@ async fn imap_select_fetch_search_store_copy_expunge_append_and_folders() {
         .await;
     assert!(
         r.contains(&format!(
-            "* 1 FETCH (FLAGS () UID 1 RFC822.SIZE {} INTERNALDATE \"01-Dec-2025 09:00:00 +0000\")",
+            "* 1 FETCH (FLAGS (\\Recent) UID 1 RFC822.SIZE {} INTERNALDATE \"01-Dec-2025 09:00:00 +0000\")",
             M1.len()
         )),
         "{r}"
@@ -100,7 +102,7 @@ async fn imap_select_fetch_search_store_copy_expunge_append_and_folders() {
     );
     assert!(r.contains("RFC822.HEADER {"), "{r}");
     // BODY[1] was not PEEK: message 2 is now \Seen, and the response said so.
-    assert!(r.contains("FLAGS (\\Seen)"), "{r}");
+    assert!(r.contains("FLAGS (\\Seen \\Recent)"), "{r}");
     let r = c.imap("f5", "FETCH 1 RFC822").await;
     assert!(
         r.contains(&format!("RFC822 {{{}}}\r\n{M1}", M1.len())),
@@ -143,7 +145,10 @@ async fn imap_select_fetch_search_store_copy_expunge_append_and_folders() {
     assert!(c.imap("q", "SEARCH FOO").await.contains("q BAD"));
 
     let r = c.imap("st", "STORE 2 +FLAGS (\\Flagged)").await;
-    assert!(r.contains("* 2 FETCH (FLAGS (\\Seen \\Flagged))"), "{r}");
+    assert!(
+        r.contains("* 2 FETCH (FLAGS (\\Seen \\Flagged \\Recent))"),
+        "{r}"
+    );
     let r = c.imap("st", "UID STORE 2 -FLAGS.SILENT (\\Flagged)").await;
     assert!(r.starts_with("st OK"), "{r}");
     assert!(
@@ -182,10 +187,15 @@ async fn imap_select_fetch_search_store_copy_expunge_append_and_folders() {
     assert!(c.line().await.starts_with("+ "));
     c.send("Subject: appeso\r\n\r\ncorpo\r\n").await;
     let r = c.until("ap ").await;
-    assert!(r.contains("* 2 EXISTS") && r.contains("ap OK"), "{r}");
+    // RFC 4315 §3: APPENDUID <uidvalidity> <uid>; the session's own APPEND is \Recent to it.
+    assert!(
+        r.contains("* 2 EXISTS\r\n* 2 RECENT\r\n") && r.contains("ap OK [APPENDUID "),
+        "{r}"
+    );
+    assert!(r.contains(" 3] APPEND completed"), "{r}");
     let r = c.imap("ap", "UID FETCH 3 (FLAGS INTERNALDATE)").await;
     assert!(
-        r.contains("UID 3 FLAGS (\\Seen) INTERNALDATE \"05-Dec-2025 09:00:00 +0000\""),
+        r.contains("UID 3 FLAGS (\\Seen \\Recent) INTERNALDATE \"05-Dec-2025 09:00:00 +0000\""),
         "{r}"
     );
     assert!(
@@ -226,6 +236,8 @@ async fn imap_select_fetch_search_store_copy_expunge_append_and_folders() {
     assert!(c.imap("x", "FETCH 1 UID").await.contains("x BAD"));
     let r = c.imap("x", "EXAMINE INBOX").await;
     assert!(r.contains("[READ-ONLY]"), "{r}");
+    // The first SELECT claimed every message: none is \Recent for a later session.
+    assert!(r.contains("* 0 RECENT\r\n"), "{r}");
     assert!(
         c.imap("x", "STORE 1 +FLAGS (\\Deleted)")
             .await
@@ -263,10 +275,24 @@ async fn two_clients_stay_consistent_and_idle_is_woken_by_a_delivery() {
     assert_eq!(b.line().await, "+ idling\r\n");
     deliver(&f.store, "alice@pec.a.test", BOB1).await;
     assert_eq!(b.line().await, "* 2 EXISTS\r\n");
-    assert_eq!(b.line().await, "* 0 RECENT\r\n");
+    // RFC 3501 §2.3.2: b is the first session told of the new message: \Recent for b only.
+    assert_eq!(b.line().await, "* 1 RECENT\r\n");
     b.send("DONE\r\n").await;
     assert_eq!(b.line().await, "i OK IDLE terminated\r\n");
-    assert!(a.imap("n", "NOOP").await.contains("* 2 EXISTS"));
+    let r = b.imap("f", "FETCH 2 (FLAGS UID)").await;
+    assert!(r.contains("* 2 FETCH (FLAGS (\\Recent) UID 3)"), "{r}");
+    // a selected first: its old message 2 (UID 2) stays \Recent for a, the new one is not.
+    let r = a.imap("n", "NOOP").await;
+    assert!(r.contains("* 2 EXISTS\r\n* 1 RECENT\r\n"), "{r}");
+    let r = a.imap("f", "FETCH 1:2 FLAGS").await;
+    assert!(
+        r.contains("* 1 FETCH (FLAGS (\\Recent))") && r.contains("* 2 FETCH (FLAGS ())"),
+        "{r}"
+    );
+    let r = a.imap("q", "SEARCH RECENT").await;
+    assert!(r.starts_with("* SEARCH 1\r\n"), "{r}");
+    let r = b.imap("q", "SEARCH NEW").await;
+    assert!(r.starts_with("* SEARCH 2\r\n"), "{r}");
 }
 
 #[tokio::test]
@@ -386,4 +412,255 @@ async fn pop3_without_quit_deletes_nothing() {
     q.line().await;
     q.pop("USER alice@pec.a.test").await;
     assert_eq!(q.pop("PASS pw-alice").await, "+OK 2 messages\r\n");
+}
+
+/// A fixture whose access configuration is changed by `f`.
+async fn fixture_cfg(f: impl FnOnce(&mut reference_gestore::access::AccessConfig)) -> Fixture {
+    let mut fx = fixture().await;
+    let mut cfg = (*fx.cfg).clone();
+    f(&mut cfg);
+    fx.cfg = std::sync::Arc::new(cfg);
+    fx
+}
+
+#[tokio::test]
+async fn imap_closes_after_too_many_failed_logins_of_either_kind() {
+    let f = fixture().await;
+    assert_eq!(f.cfg.auth.max_failures, 3);
+    let mut c = connect(&f.cfg, true, imap::session);
+    c.line().await;
+    let r = c.imap("a1", "LOGIN alice@pec.a.test wrong").await;
+    assert_eq!(r, "a1 NO [AUTHENTICATIONFAILED] invalid credentials\r\n");
+    // AUTHENTICATE PLAIN counts too: "\0alice@pec.a.test\0wrong".
+    let r = c
+        .imap("a2", "AUTHENTICATE PLAIN AGFsaWNlQHBlYy5hLnRlc3QAd3Jvbmc=")
+        .await;
+    assert!(r.starts_with("a2 NO [AUTHENTICATIONFAILED]"), "{r}");
+    // Commands that are not logins do not reset the count.
+    assert!(c.imap("n", "NOOP").await.starts_with("n OK"));
+    let r = c.imap("a3", "LOGIN alice@pec.a.test wrong").await;
+    assert_eq!(
+        r,
+        "* BYE too many failed logins\r\na3 NO [AUTHENTICATIONFAILED] invalid credentials\r\n"
+    );
+    assert!(c.closed().await, "the session must end after the BYE");
+
+    // The limit is per connection and configurable; a success before it keeps the session.
+    let f = fixture_cfg(|c| c.auth.max_failures = 1).await;
+    let mut c = connect(&f.cfg, true, imap::session);
+    c.line().await;
+    let r = c.imap("a1", "LOGIN alice@pec.a.test wrong").await;
+    assert!(
+        r.starts_with("* BYE too many failed logins\r\na1 NO"),
+        "{r}"
+    );
+    assert!(c.closed().await);
+    let mut c = connect(&f.cfg, true, imap::session);
+    c.line().await;
+    assert!(
+        c.imap("a1", "LOGIN alice@pec.a.test pw-alice")
+            .await
+            .starts_with("a1 OK")
+    );
+}
+
+#[tokio::test]
+async fn pop3_closes_after_too_many_failed_passwords() {
+    let f = fixture().await;
+    let mut p = connect(&f.cfg, true, pop3::session);
+    p.line().await;
+    for i in 1..=3 {
+        assert!(p.pop("USER alice@pec.a.test").await.starts_with("+OK"));
+        let r = p.pop("PASS wrong").await;
+        if i < 3 {
+            assert_eq!(r, "-ERR [AUTH] invalid credentials\r\n");
+        } else {
+            assert_eq!(
+                r,
+                "-ERR [AUTH] invalid credentials; too many failures, closing\r\n"
+            );
+        }
+    }
+    assert!(p.closed().await, "the session must end");
+    // A disabled mailbox with the right password is not a guess: it does not count.
+    let f = fixture_cfg(|c| c.auth.max_failures = 1).await;
+    let mut p = connect(&f.cfg, true, pop3::session);
+    p.line().await;
+    for _ in 0..2 {
+        p.pop("USER carol@pec.a.test").await;
+        assert_eq!(
+            p.pop("PASS pw-carol").await,
+            "-ERR [AUTH] mailbox disabled\r\n"
+        );
+    }
+    p.pop("USER bob@pec.a.test").await;
+    assert!(p.pop("PASS pw-bob").await.starts_with("+OK 1 messages"));
+}
+
+#[tokio::test]
+async fn imap_literals_are_bounded_per_command() {
+    let f = fixture_cfg(|c| {
+        c.max_append_size = 100;
+        c.max_command_literals = 50;
+    })
+    .await;
+    let mut c = connect(&f.cfg, true, imap::session);
+    let greeting = c.line().await;
+    assert!(greeting.contains(" APPENDLIMIT=100]"), "{greeting}");
+    // Over the cap: refused instead of the continuation request (RFC 3501 §7.5); the session goes
+    // on with the next command.
+    c.send("a1 LOGIN {51}\r\n").await;
+    assert_eq!(
+        c.line().await,
+        "a1 BAD the literals of this command exceed 50 octets\r\n"
+    );
+    // Two literals that fit one by one but not together.
+    c.send("a2 LOGIN {30}\r\n").await;
+    assert!(c.line().await.starts_with("+ "));
+    c.send(&format!("{} {{21}}\r\n", "u".repeat(30))).await;
+    assert_eq!(
+        c.line().await,
+        "a2 BAD the literals of this command exceed 50 octets\r\n"
+    );
+    assert!(
+        c.imap("a3", "LOGIN {16+}\r\nalice@pec.a.test {8+}\r\npw-alice")
+            .await
+            .starts_with("a3 OK")
+    );
+    // APPEND: the message may reach APPENDLIMIT (RFC 7889), not more.
+    c.send("p1 APPEND INBOX {101}\r\n").await;
+    assert_eq!(
+        c.line().await,
+        "p1 NO [TOOBIG] APPEND: the message exceeds the limit of 100 octets\r\n"
+    );
+    let msg = format!("Subject: x\r\n\r\n{}", "y".repeat(100 - 14));
+    assert_eq!(msg.len(), 100);
+    let r = c
+        .imap("p2", &format!("APPEND INBOX {{100+}}\r\n{msg}"))
+        .await;
+    assert!(r.contains("p2 OK [APPENDUID "), "{r}");
+    assert_eq!(
+        f.store
+            .messages("alice@pec.a.test", "INBOX")
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    // A non-synchronising literal over the cap is already on its way: refused, BYE, closed.
+    c.send("n1 APPEND INBOX {101+}\r\n").await;
+    assert_eq!(
+        c.line().await,
+        "n1 NO [TOOBIG] APPEND: the message exceeds the limit of 100 octets\r\n"
+    );
+    assert_eq!(c.line().await, "* BYE literal too large\r\n");
+    assert!(c.closed().await);
+
+    // So is a line during IDLE: one without end is not buffered.
+    let mut c = connect(&f.cfg, true, imap::session);
+    c.line().await;
+    c.imap("l", "LOGIN alice@pec.a.test pw-alice").await;
+    c.send("i IDLE\r\n").await;
+    assert_eq!(c.line().await, "+ idling\r\n");
+    c.send(&"D".repeat(70 * 1024)).await;
+    assert_eq!(c.line().await, "* BYE line too long during IDLE\r\n");
+    assert!(c.closed().await);
+
+    // The lines of one command are bounded too, literals or not.
+    let mut c = connect(&f.cfg, true, imap::session);
+    c.line().await;
+    c.send(&format!("x NOOP {}\r\n", "a".repeat(70 * 1024)))
+        .await;
+    assert_eq!(c.line().await, "* BYE command line too long\r\n");
+    assert!(c.closed().await);
+}
+
+#[tokio::test]
+async fn imap_uidplus_and_move() {
+    let f = fixture().await;
+    deliver(&f.store, "alice@pec.a.test", BOB1).await;
+    let mut c = connect(&f.cfg, true, imap::session);
+    let greeting = c.line().await;
+    assert!(greeting.contains(" UIDPLUS MOVE "), "{greeting}");
+    c.imap("l", "LOGIN alice@pec.a.test pw-alice").await;
+    let dest = f
+        .store
+        .folder("alice@pec.a.test", "Sent")
+        .await
+        .unwrap()
+        .unwrap();
+    let v = dest.uidvalidity;
+    c.imap("s", "SELECT INBOX").await;
+    // COPY: COPYUID with ranges, source and destination in the same order (RFC 4315 §3).
+    let r = c.imap("c", "COPY 1,3 Sent").await;
+    assert_eq!(r, format!("c OK [COPYUID {v} 1,3 1:2] COPY completed\r\n"));
+    // Nothing copied: no COPYUID.
+    assert_eq!(
+        c.imap("c", "UID COPY 9 Sent").await,
+        "c OK COPY completed\r\n"
+    );
+    // UID EXPUNGE removes only the \Deleted messages whose UIDs are in the set.
+    c.imap("d", "STORE 1:3 +FLAGS.SILENT (\\Deleted)").await;
+    let r = c.imap("e", "UID EXPUNGE 2").await;
+    assert_eq!(r, "* 2 EXPUNGE\r\ne OK EXPUNGE completed\r\n");
+    c.imap("d", "STORE 1:2 -FLAGS.SILENT (\\Deleted)").await;
+    // MOVE (RFC 6851 §4.3): untagged OK with COPYUID, then the EXPUNGEs, then the tagged OK.
+    let r = c.imap("m", "UID MOVE 3 Sent").await;
+    assert_eq!(
+        r,
+        format!("* OK [COPYUID {v} 3 3] moved\r\n* 2 EXPUNGE\r\nm OK MOVE completed\r\n")
+    );
+    let r = c.imap("m", "MOVE 1 Nowhere").await;
+    assert!(r.starts_with("m NO [TRYCREATE]"), "{r}");
+    let r = c.imap("m", "MOVE 1 INBOX").await;
+    assert!(
+        r.contains("* 1 EXPUNGE\r\n") && r.contains("* 1 EXISTS\r\n"),
+        "{r}"
+    );
+    let sent: Vec<i64> = f
+        .store
+        .messages("alice@pec.a.test", "Sent")
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.uid)
+        .collect();
+    assert_eq!(sent, [1, 2, 3]);
+    // EXAMINE is read-only: no MOVE.
+    c.imap("x", "EXAMINE Sent").await;
+    assert!(c.imap("m", "MOVE 1 INBOX").await.starts_with("m NO"));
+    assert!(c.imap("e", "UID EXPUNGE 1").await.starts_with("e NO"));
+}
+
+#[tokio::test]
+async fn recent_belongs_to_the_first_read_write_session() {
+    let f = fixture().await;
+    let mut a = connect(&f.cfg, true, imap::session);
+    a.line().await;
+    a.imap("l", "LOGIN alice@pec.a.test pw-alice").await;
+    let r = a.imap("st", "STATUS INBOX (RECENT)").await;
+    assert!(r.contains("(RECENT 2)"), "{r}");
+    // EXAMINE shows them recent but leaves them for the next session.
+    let r = a.imap("x", "EXAMINE INBOX").await;
+    assert!(r.contains("* 2 RECENT\r\n"), "{r}");
+    let r = a.imap("s", "SELECT INBOX").await;
+    assert!(r.contains("* 2 RECENT\r\n"), "{r}");
+    let r = a.imap("q", "SEARCH RECENT").await;
+    assert!(r.starts_with("* SEARCH 1 2\r\n"), "{r}");
+    let r = a.imap("q", "SEARCH OLD").await;
+    assert!(r.starts_with("* SEARCH\r\n"), "{r}");
+    let mut b = connect(&f.cfg, true, imap::session);
+    b.line().await;
+    b.imap("l", "LOGIN alice@pec.a.test pw-alice").await;
+    let r = b.imap("st", "STATUS INBOX (RECENT MESSAGES)").await;
+    assert!(r.contains("(RECENT 0 MESSAGES 2)"), "{r}");
+    let r = b.imap("s", "SELECT INBOX").await;
+    assert!(r.contains("* 0 RECENT\r\n"), "{r}");
+    let r = b.imap("f", "FETCH 1 FLAGS").await;
+    assert!(r.contains("* 1 FETCH (FLAGS ())"), "{r}");
+    // A session that ends gives nothing back: a third session sees no \Recent either.
+    let mut c = connect(&f.cfg, true, imap::session);
+    c.line().await;
+    c.imap("l", "LOGIN alice@pec.a.test pw-alice").await;
+    assert!(c.imap("s", "SELECT INBOX").await.contains("* 0 RECENT\r\n"));
 }

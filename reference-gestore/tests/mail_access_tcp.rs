@@ -159,6 +159,90 @@ P.quit()
 print('pop3 ok')
 "#;
 
+/// A delivered PEC with an RFC 2047 subject and sender name, as real ones arrive.
+const ENCODED: &str = "From: =?UTF-8?B?VWZmaWNpbyBQcm90b2NvbGxv?= <protocollo@pec.b.test>\r\nTo: alice@pec.a.test\r\nSubject: =?UTF-8?B?UE9TVEEgQ0VSVElGSUNBVEE6IFBlcmNow6kgbGEgZmF0dHVyYQ==?=\r\n\r\ncorpo\r\n";
+
+const PY_IMAP_EXT: &str = r#"
+import imaplib, poplib, ssl, sys
+imaps, imap, pop3s, pop3, ca = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+ctx = ssl.create_default_context(cafile=ca)
+M = imaplib.IMAP4_SSL('127.0.0.1', imaps, ssl_context=ctx)
+assert 'UIDPLUS' in M.capabilities and 'MOVE' in M.capabilities, M.capabilities
+# Three failed logins end the connection (the test configuration waits zero seconds).
+for i in range(2):
+    try:
+        M.login('alice@pec.a.test', 'wrong'); raise SystemExit('wrong password accepted')
+    except imaplib.IMAP4.abort as e:
+        raise SystemExit('closed after %d failures: %s' % (i + 1, e))
+    except imaplib.IMAP4.error as e:
+        assert 'AUTHENTICATIONFAILED' in str(e), e
+try:
+    M.login('alice@pec.a.test', 'wrong'); raise SystemExit('third wrong password accepted')
+except imaplib.IMAP4.abort as e:
+    assert 'too many failed logins' in str(e), e
+P = poplib.POP3_SSL('127.0.0.1', pop3s, context=ctx)
+for i in range(3):
+    P.user('alice@pec.a.test')
+    try:
+        P.pass_('wrong'); raise SystemExit('POP3 wrong password accepted')
+    except poplib.error_proto as e:
+        assert ('too many' in str(e)) == (i == 2), (i, e)
+try:
+    P.stat(); raise SystemExit('POP3 session still open')
+except (poplib.error_proto, OSError, EOFError):
+    pass
+
+M = imaplib.IMAP4_SSL('127.0.0.1', imaps, ssl_context=ctx)
+M.login('alice@pec.a.test', 'pw-alice')
+assert M.create('Archivio')[0] == 'OK'
+typ, data = M.select('INBOX')
+assert data == [b'3'], data
+assert M.response('RECENT') == ('RECENT', [b'3']), M.response('RECENT')
+# Header SEARCH compares the decoded text, case-insensitively (RFC 2047 subjects).
+typ, data = M.search(None, 'SUBJECT', '"posta certificata: perch"')
+assert data == [b'3'], data
+M.literal = 'PERCHÉ LA'.encode('utf-8')
+typ, data = M.search('UTF-8', 'SUBJECT')
+assert data == [b'3'], data
+typ, data = M.search(None, 'FROM', '"ufficio protocollo"')
+assert data == [b'3'], data
+# RFC 6851 UID MOVE with RFC 4315 COPYUID.
+typ, data = M.uid('MOVE', '1', 'Archivio')
+assert typ == 'OK', data
+typ, data = M.response('COPYUID')
+assert data[0].split()[1:] == [b'1', b'1'], data
+typ, data = M.response('EXPUNGE')
+assert data == [b'1'], data
+typ, data = M.status('Archivio', '(MESSAGES RECENT)')
+assert data == [b'"Archivio" (MESSAGES 1 RECENT 1)'], data
+# RFC 4315: APPENDUID, then UID EXPUNGE removes only the \Deleted messages of its set.
+typ, data = M.append('INBOX', '(\\Deleted)', None, b'Subject: via\r\n\r\nx\r\n')
+assert typ == 'OK' and data[0].startswith(b'[APPENDUID ') and data[0].split()[2] == b'4]', data
+assert M.uid('STORE', '2', '+FLAGS', '(\\Deleted)')[0] == 'OK'
+typ, data = M.uid('EXPUNGE', '4')
+assert typ == 'OK', data
+assert M.response('EXPUNGE') == ('EXPUNGE', [b'3']), 'expunged'
+typ, data = M.uid('SEARCH', None, 'ALL')
+assert data == [b'2 3'], data
+M.logout()
+print('ext ok')
+"#;
+
+#[tokio::test]
+async fn python_imaplib_uidplus_move_login_limit_and_decoded_search() {
+    let s = start().await;
+    deliver(&s.store, "alice@pec.a.test", ENCODED).await;
+    assert_eq!(python(PY_IMAP_EXT, &s).await.trim(), "ext ok");
+    let archived = s
+        .store
+        .messages("alice@pec.a.test", "Archivio")
+        .await
+        .unwrap();
+    assert_eq!(archived.len(), 1);
+    let inbox = s.store.messages("alice@pec.a.test", "INBOX").await.unwrap();
+    assert_eq!(inbox.iter().map(|m| m.uid).collect::<Vec<_>>(), vec![2, 3]);
+}
+
 #[tokio::test]
 async fn python_imaplib_over_tls_and_starttls() {
     let s = start().await;

@@ -3,6 +3,8 @@
 //! bytes are never changed (RFC 6109 §3.3); parsing is lenient and never fails.
 
 use super::parse::{nstring, string};
+use mail_parser::HeaderValue;
+use mail_parser::parsers::MessageStream;
 
 /// One MIME entity of a message.
 #[derive(Debug, Clone)]
@@ -25,6 +27,27 @@ pub struct Part {
     pub children: Vec<Part>,
     /// The message inside a message/rfc822 part.
     pub message: Option<Box<Part>>,
+}
+
+/// A header value with its RFC 2047 encoded words decoded (RFC 2047 §6.1, mail-parser's decoder),
+/// as SEARCH compares it; the value unchanged when it has none or they cannot be read.
+pub fn decode_words(value: &str) -> String {
+    if !value.contains("=?") {
+        return value.to_string();
+    }
+    let mut input = Vec::with_capacity(value.len() + 3);
+    input.push(b' ');
+    input.extend_from_slice(value.as_bytes());
+    input.extend_from_slice(b"\r\n");
+    // Bad input never panics the session, even if the parser does.
+    std::panic::catch_unwind(|| match MessageStream::new(&input).parse_unstructured() {
+        HeaderValue::Text(t) => Some(t.trim().to_string()),
+        HeaderValue::TextList(l) => Some(l.join(" ").trim().to_string()),
+        _ => None,
+    })
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| value.to_string())
 }
 
 fn header_end(raw: &[u8], start: usize, end: usize) -> (usize, usize) {
@@ -529,6 +552,20 @@ mod tests {
     use super::*;
 
     const MSG: &[u8] = b"From: \"Alice A\" <alice@pec.a.test>\r\nTo: bob@pec.b.test, Carol <carol@x.test>\r\nSubject: Prova\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\npreamble\r\n--b1\r\nContent-Type: text/plain\r\n\r\nciao\r\n--b1\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\ninner body\r\n--b1--\r\n";
+
+    #[test]
+    fn encoded_words_are_decoded_and_plain_or_broken_values_kept() {
+        assert_eq!(
+            decode_words("=?UTF-8?Q?POSTA_CERTIFICATA:_Perch=C3=A9?= no"),
+            "POSTA CERTIFICATA: Perché no"
+        );
+        assert_eq!(
+            decode_words("=?iso-8859-1?B?QUNDRVRUQVpJT05FOiBjafI=?="),
+            "ACCETTAZIONE: ciò"
+        );
+        assert_eq!(decode_words("Plain =? text"), "Plain =? text");
+        assert_eq!(decode_words("=?bogus"), "=?bogus");
+    }
 
     #[test]
     fn sections_address_parts_and_encapsulated_messages() {

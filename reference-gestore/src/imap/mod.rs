@@ -4,6 +4,10 @@
 //!
 //! Commands are decoded by imap-codec's `CommandCodec` and mapped to this server's commands
 //! ([`parse`]); responses are written here. Every session sees only the mailbox it logged in to.
+//!
+//! Extensions: UIDPLUS (RFC 4315), MOVE (RFC 6851), APPENDLIMIT (RFC 7889), LITERAL+ (RFC 7888).
+//! Failed logins are slowed down and end the session after a few ([`access::AuthThrottle`]); the
+//! literals of one command are bounded ([`AccessConfig::max_command_literals`]).
 
 pub mod mime;
 pub mod parse;
@@ -15,13 +19,12 @@ use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use imap_codec::imap_types::flag::StoreType;
 use mime::{Part, Section};
 use parse::{Cmd, Frame, SeqSet, string};
+use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-/// The longest command line (without literals) accepted.
+/// The most octets of the lines of one command (without its literals).
 const MAX_LINE: u64 = 64 * 1024;
-/// The largest literal accepted (APPEND of a big message).
-const MAX_LITERAL: u32 = 128 * 1024 * 1024;
 /// The flags of RFC 3501 §2.3.2 this server knows.
 const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
 
@@ -34,6 +37,8 @@ pub async fn session(io: BoxIo, cfg: Arc<AccessConfig>, tls_active: bool) -> std
         tls: tls_active,
         user: None,
         sel: None,
+        auth_failures: 0,
+        closing: false,
     };
     let caps = s.capabilities();
     s.send(
@@ -49,8 +54,11 @@ pub async fn session(io: BoxIo, cfg: Arc<AccessConfig>, tls_active: bool) -> std
 
 struct Selected {
     name: String,
+    uidvalidity: u32,
     read_only: bool,
     msgs: Vec<MessageMeta>,
+    /// The UIDs that are `\Recent` for this session (RFC 3501 §2.3.2).
+    recent: HashSet<i64>,
 }
 
 struct Session {
@@ -59,6 +67,10 @@ struct Session {
     tls: bool,
     user: Option<String>,
     sel: Option<Selected>,
+    /// Failed LOGIN/AUTHENTICATE attempts on this connection.
+    auth_failures: u32,
+    /// Too many failed logins: BYE after this command's response, then close.
+    closing: bool,
 }
 
 enum Flow {
@@ -136,6 +148,13 @@ fn key_needs_raw(k: &Key) -> bool {
     }
 }
 
+/// Whether `value` contains `needle` case-insensitively, as written or with its RFC 2047 encoded
+/// words decoded (real PEC subjects are often encoded).
+fn header_matches(value: &str, needle: &str) -> bool {
+    contains_ci(value.as_bytes(), needle)
+        || contains_ci(mime::decode_words(value).as_bytes(), needle)
+}
+
 fn contains_ci(hay: &[u8], needle: &str) -> bool {
     let n = needle.to_lowercase();
     String::from_utf8_lossy(hay).to_lowercase().contains(&n)
@@ -146,6 +165,7 @@ struct Ctx<'a> {
     max_seq: u32,
     max_uid: u32,
     m: &'a MessageMeta,
+    recent: bool,
     raw: Option<&'a [u8]>,
     part: Option<&'a Part>,
 }
@@ -156,17 +176,24 @@ fn matches(k: &Key, c: &Ctx) -> bool {
         Key::All => true,
         Key::Seq(s) => s.contains(c.seq, c.max_seq),
         Key::Uid(s) => s.contains(c.m.uid as u32, c.max_uid),
+        // RFC 3501 §2.3.2: \Recent is the session's, not stored.
+        Key::Flag(f, has) if f.eq_ignore_ascii_case("\\Recent") => c.recent == *has,
         Key::Flag(f, has) => c.m.flags.iter().any(|x| x.eq_ignore_ascii_case(f)) == *has,
         Key::Header(name, v) => c.part.is_some_and(|p| {
             p.headers
                 .iter()
-                .any(|(n, val)| n.eq_ignore_ascii_case(name) && contains_ci(val.as_bytes(), v))
+                .any(|(n, val)| n.eq_ignore_ascii_case(name) && header_matches(val, v))
         }),
         Key::Body(v) => match (c.raw, c.part) {
             (Some(r), Some(p)) => contains_ci(&r[p.body_start..p.end], v),
             _ => false,
         },
-        Key::Text(v) => c.raw.is_some_and(|r| contains_ci(r, v)),
+        // RFC 3501 §6.4.4 TEXT: header or body; encoded header words count decoded.
+        Key::Text(v) => {
+            c.raw.is_some_and(|r| contains_ci(r, v))
+                || c.part
+                    .is_some_and(|p| p.headers.iter().any(|(_, val)| header_matches(val, v)))
+        }
         Key::Since(d) => date >= *d,
         Key::Before(d) => date < *d,
         Key::On(d) => date == *d,
@@ -178,8 +205,32 @@ fn matches(k: &Key, c: &Ctx) -> bool {
     }
 }
 
-fn flag_list(flags: &[String]) -> String {
-    format!("({})", flags.join(" "))
+/// The FLAGS of a message as this session sees them: `\Recent` added when it is recent here.
+fn flag_list(flags: &[String], recent: bool) -> String {
+    let mut v: Vec<&str> = flags.iter().map(String::as_str).collect();
+    if recent {
+        v.push("\\Recent");
+    }
+    format!("({})", v.join(" "))
+}
+
+/// A set of UIDs in ascending order as a `sequence-set` with ranges (RFC 4315 §3 `uid-set`).
+fn uid_set(uids: &[i64]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < uids.len() {
+        let mut j = i;
+        while j + 1 < uids.len() && uids[j + 1] == uids[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            uids[i].to_string()
+        } else {
+            format!("{}:{}", uids[i], uids[j])
+        });
+        i = j + 1;
+    }
+    out.join(",")
 }
 
 fn internal_date(d: DateTime<Utc>) -> String {
@@ -222,13 +273,16 @@ impl Session {
         } else if self.user.is_none() {
             c.push("AUTH=PLAIN");
         }
-        c.extend(["IDLE", "LITERAL+"]);
+        c.extend(["IDLE", "LITERAL+", "UIDPLUS", "MOVE"]);
+        // RFC 7889: the largest APPEND.
+        let limit = format!("APPENDLIMIT={}", self.cfg.max_append_size);
+        c.push(&limit);
         c.join(" ")
     }
 
-    /// Reads one line (with its CRLF) into `buf`; false at end of input.
-    async fn read_line(&mut self, buf: &mut Vec<u8>) -> std::io::Result<bool> {
-        let n = (&mut self.io).take(MAX_LINE).read_until(b'\n', buf).await?;
+    /// Reads one line (with its CRLF) of at most `max` octets into `buf`; false at end of input.
+    async fn read_line(&mut self, buf: &mut Vec<u8>, max: u64) -> std::io::Result<bool> {
+        let n = (&mut self.io).take(max).read_until(b'\n', buf).await?;
         if n == 0 {
             return Ok(false);
         }
@@ -242,20 +296,67 @@ impl Session {
     }
 
     /// Reads one whole command with its literals (RFC 3501 §4.3, §7.5 continuation) and decodes
-    /// it; `None` at end of input.
+    /// it; `None` at end of input or when the session must end. Its lines and literals are
+    /// bounded: a command over the bounds is refused before its data is read.
     async fn read_command(&mut self) -> std::io::Result<Option<Frame>> {
         let mut buf = Vec::new();
+        let mut literals: u64 = 0;
         loop {
-            if !self.read_line(&mut buf).await? {
-                return Ok(None);
+            let line_budget = MAX_LINE.saturating_sub(buf.len() as u64 - literals);
+            let read = match line_budget {
+                0 => Err(std::io::ErrorKind::InvalidData.into()),
+                n => self.read_line(&mut buf, n).await,
+            };
+            match read {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    // The rest of an over-long line cannot be told from the next command.
+                    self.send(b"* BYE command line too long\r\n").await?;
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
             }
             let (length, sync) = match parse::frame(&buf) {
                 Frame::Literal { length, sync } => (length, sync),
                 f => return Ok(Some(f)),
             };
-            if length > MAX_LITERAL {
-                self.send(b"* BYE literal too large\r\n").await?;
-                return Ok(None);
+            literals += u64::from(length);
+            let append = buf
+                .split(|&c| c == b' ')
+                .nth(1)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"APPEND"));
+            let cap = if append {
+                // The message, plus room for a mailbox name or flags given as literals.
+                self.cfg.max_append_size + self.cfg.max_command_literals
+            } else {
+                self.cfg.max_command_literals
+            };
+            // In APPEND a literal over APPENDLIMIT can only be the message (RFC 7889 §4).
+            let too_big = append && u64::from(length) > self.cfg.max_append_size;
+            if literals > cap || too_big {
+                let tag = parse::first_word(&buf).unwrap_or_else(|| "*".into());
+                let resp = if append {
+                    // RFC 7889 §4 / RFC 4469 §5: TOOBIG.
+                    format!(
+                        "{tag} NO [TOOBIG] APPEND: the message exceeds the limit of {} octets\r\n",
+                        self.cfg.max_append_size
+                    )
+                } else {
+                    format!("{tag} BAD the literals of this command exceed {cap} octets\r\n")
+                };
+                self.send(resp.as_bytes()).await?;
+                if !sync {
+                    // RFC 7888 §4: a non-synchronising literal is already on its way and cannot be
+                    // skipped without reading it: the session ends.
+                    self.send(b"* BYE literal too large\r\n").await?;
+                    return Ok(None);
+                }
+                // RFC 3501 §7.5: refused instead of the continuation; the client sends no more
+                // of this command.
+                buf.clear();
+                literals = 0;
+                continue;
             }
             if sync {
                 // RFC 3501 §7.5: the command continuation request.
@@ -309,6 +410,8 @@ impl Session {
                 | Cmd::Fetch { uid: true, .. }
                 | Cmd::Store { uid: true, .. }
                 | Cmd::Copy { uid: true, .. }
+                | Cmd::Move { uid: true, .. }
+                | Cmd::UidExpunge(_)
         );
         let r = match cmd {
             Cmd::Capability => {
@@ -354,7 +457,8 @@ impl Session {
             Cmd::Idle => return self.idle(tag).await,
             _ if self.sel.is_none() => Err(bad(format!("{name}: no mailbox selected"))),
             Cmd::Close => self.close().await,
-            Cmd::Expunge => self.expunge().await?,
+            Cmd::Expunge => self.expunge(None).await?,
+            Cmd::UidExpunge(set) => self.expunge(Some(&set)).await?,
             Cmd::Search { uid, charset, key } => self.search(charset, &key, uid).await?,
             Cmd::Fetch { uid, set, items } => self.fetch(&set, items, uid).await?,
             Cmd::Store {
@@ -364,12 +468,22 @@ impl Session {
                 silent,
                 flags,
             } => self.store_cmd(&set, kind, silent, &flags, uid).await?,
-            Cmd::Copy { uid, set, mailbox } => self.copy(&set, &mailbox, uid).await?,
+            Cmd::Copy { uid, set, mailbox } => self.copy(&set, &mailbox, uid, false).await?,
+            Cmd::Move { uid, set, mailbox } => self.copy(&set, &mailbox, uid, true).await?,
         };
         if uid_cmd && r.is_ok() {
             self.refresh().await?;
         }
         let (Ok(Done(kind, text)) | Err(Done(kind, text))) = r;
+        if self.closing {
+            // Too many failed logins: BYE first (RFC 3501 §7.1.5), then the tagged reply, then
+            // the connection closes, as the SMTP access point does.
+            self.send(
+                format!("* BYE too many failed logins\r\n{tag} {kind} {text}\r\n").as_bytes(),
+            )
+            .await?;
+            return Ok(Flow::Logout);
+        }
         self.send(format!("{tag} {kind} {text}\r\n").as_bytes())
             .await?;
         Ok(Flow::Continue)
@@ -405,7 +519,12 @@ impl Session {
                 ok(format!("[CAPABILITY {c}] logged in"))
             }
             Login::Disabled => no("[AUTHENTICATIONFAILED] mailbox disabled"),
-            Login::Failed => no("[AUTHENTICATIONFAILED] invalid credentials"),
+            Login::Failed => {
+                // Slow down password guessing; end the session after too many.
+                let auth = self.cfg.auth;
+                self.closing = auth.fail(&mut self.auth_failures).await;
+                no("[AUTHENTICATIONFAILED] invalid credentials")
+            }
         }
     }
 
@@ -428,7 +547,7 @@ impl Session {
             None => {
                 self.send(b"+ \r\n").await?;
                 let mut line = Vec::new();
-                if !self.read_line(&mut line).await? {
+                if !self.read_line(&mut line, MAX_LINE).await? {
                     return Ok(Err(bad("connection closed")));
                 }
                 let data = line.trim_ascii();
@@ -469,9 +588,25 @@ impl Session {
             .messages(&me, &f.name)
             .await
             .unwrap_or_default();
+        // RFC 3501 §2.3.2: the messages no earlier session was told of are \Recent here; a
+        // read-write session claims them, EXAMINE leaves them for the next.
+        let up_to = if read_only {
+            0
+        } else {
+            msgs.last().map_or(0, |m| m.uid)
+        };
+        let Ok(prev) = self
+            .store()
+            .claim_recent(&me, &f.name, f.uidvalidity, up_to)
+            .await
+        else {
+            return Ok(no("[SERVERBUG] cannot read the mailbox state"));
+        };
+        let recent: HashSet<i64> = msgs.iter().map(|m| m.uid).filter(|&u| u > prev).collect();
         let mut out = format!(
-            "* FLAGS ({SYSTEM_FLAGS})\r\n* OK [PERMANENTFLAGS ({SYSTEM_FLAGS} \\*)] flags\r\n* {} EXISTS\r\n* 0 RECENT\r\n",
-            msgs.len()
+            "* FLAGS ({SYSTEM_FLAGS})\r\n* OK [PERMANENTFLAGS ({SYSTEM_FLAGS} \\*)] flags\r\n* {} EXISTS\r\n* {} RECENT\r\n",
+            msgs.len(),
+            recent.len()
         );
         if let Some(i) = msgs
             .iter()
@@ -486,8 +621,10 @@ impl Session {
         self.send(out.as_bytes()).await?;
         self.sel = Some(Selected {
             name: f.name,
+            uidvalidity: f.uidvalidity,
             read_only,
             msgs,
+            recent,
         });
         Ok(ok(if read_only {
             "[READ-ONLY] EXAMINE completed"
@@ -585,11 +722,30 @@ impl Session {
         let Ok(Some(f)) = self.store().folder(self.me(), &name).await else {
             return Ok(no("no such mailbox"));
         };
+        let recent = if !items.contains(&"RECENT") {
+            0
+        } else if let Some(sel) = self.sel.as_ref().filter(|s| s.name == f.name) {
+            sel.recent.len() as i64
+        } else {
+            // RFC 3501 §6.3.10: the messages a SELECT would now show as \Recent.
+            let me = self.me().to_string();
+            let prev = self
+                .store()
+                .claim_recent(&me, &f.name, f.uidvalidity, 0)
+                .await
+                .unwrap_or(i64::MAX);
+            let msgs = self
+                .store()
+                .messages(&me, &f.name)
+                .await
+                .unwrap_or_default();
+            msgs.iter().filter(|m| m.uid > prev).count() as i64
+        };
         let mut parts = Vec::new();
         for &i in items {
             let v = match i {
                 "MESSAGES" => f.messages,
-                "RECENT" => 0,
+                "RECENT" => recent,
                 "UIDNEXT" => f.uidnext,
                 "UIDVALIDITY" => f.uidvalidity as i64,
                 "UNSEEN" => f.unseen,
@@ -615,16 +771,27 @@ impl Session {
             Ok(n) => n,
             Err(e) => return Ok(Err(e)),
         };
+        if message.len() as u64 > self.cfg.max_append_size {
+            // RFC 7889 §4: TOOBIG above APPENDLIMIT.
+            return Ok(no(format!(
+                "[TOOBIG] APPEND: the message exceeds the limit of {} octets",
+                self.cfg.max_append_size
+            )));
+        }
         let date = date.map_or_else(Utc::now, |d| d.with_timezone(&Utc));
         let me = self.me().to_string();
-        if !matches!(self.store().folder(&me, &name).await, Ok(Some(_))) {
+        let Ok(Some(folder)) = self.store().folder(&me, &name).await else {
             // RFC 3501 §6.3.11: TRYCREATE when the target does not exist.
             return Ok(no("[TRYCREATE] no such mailbox"));
-        }
+        };
         match self.store().append(&me, &name, message, &flags, date).await {
-            Ok(_) => {
+            Ok(uid) => {
                 self.refresh().await?;
-                Ok(ok("APPEND completed"))
+                // RFC 4315 §3: APPENDUID <uidvalidity> <uid>.
+                Ok(ok(format!(
+                    "[APPENDUID {} {uid}] APPEND completed",
+                    folder.uidvalidity
+                )))
             }
             Err(e) => Ok(no(format!("[SERVERBUG] {e}"))),
         }
@@ -650,6 +817,7 @@ impl Session {
                 sel.msgs.remove(i);
             }
         }
+        sel.recent.retain(|u| live.contains_key(u));
         for (i, m) in sel.msgs.iter_mut().enumerate() {
             if let Some(n) = live.get(&m.uid)
                 && n.flags != m.flags
@@ -658,7 +826,7 @@ impl Session {
                 out += &format!(
                     "* {} FETCH (FLAGS {} UID {})\r\n",
                     i + 1,
-                    flag_list(&m.flags),
+                    flag_list(&m.flags, sel.recent.contains(&m.uid)),
                     m.uid
                 );
             }
@@ -668,7 +836,26 @@ impl Session {
         sel.msgs
             .extend(now.iter().filter(|m| m.uid > last).cloned());
         if sel.msgs.len() != before {
-            out += &format!("* {} EXISTS\r\n* 0 RECENT\r\n", sel.msgs.len());
+            // RFC 3501 §2.3.2: new messages are \Recent for the first session told of them.
+            let newest = sel.msgs.last().map_or(0, |m| m.uid);
+            let up_to = if sel.read_only { 0 } else { newest };
+            let prev = self
+                .cfg
+                .store
+                .claim_recent(&me, &sel.name, sel.uidvalidity, up_to)
+                .await
+                .unwrap_or(newest);
+            sel.recent.extend(
+                sel.msgs[before..]
+                    .iter()
+                    .map(|m| m.uid)
+                    .filter(|&u| u > prev),
+            );
+            out += &format!(
+                "* {} EXISTS\r\n* {} RECENT\r\n",
+                sel.msgs.len(),
+                sel.recent.len()
+            );
         }
         if !out.is_empty() {
             self.send(out.as_bytes()).await?;
@@ -687,20 +874,24 @@ impl Session {
                 Read(std::io::Result<usize>),
                 Changed(bool),
             }
-            let ev = tokio::select! {
-                r = self.io.read_until(b'\n', &mut line) => Ev::Read(r),
-                r = changes.changed() => Ev::Changed(r.is_ok()),
+            let ev = {
+                // At most one octet over the bound is buffered: a line without end is refused.
+                let room = (MAX_LINE + 1).saturating_sub(line.len() as u64);
+                let mut limited = (&mut self.io).take(room);
+                tokio::select! {
+                    r = limited.read_until(b'\n', &mut line) => Ev::Read(r),
+                    r = changes.changed() => Ev::Changed(r.is_ok()),
+                }
             };
             match ev {
                 Ev::Read(r) => {
-                    if r? == 0 {
+                    let n = r?;
+                    if line.len() as u64 > MAX_LINE {
+                        self.send(b"* BYE line too long during IDLE\r\n").await?;
                         return Ok(Flow::Logout);
                     }
-                    if line.len() as u64 > MAX_LINE {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::InvalidData,
-                            "line too long during IDLE",
-                        ));
+                    if n == 0 {
+                        return Ok(Flow::Logout);
                     }
                     if !line.ends_with(b"\n") {
                         continue;
@@ -743,7 +934,9 @@ impl Session {
         ok("CLOSE completed")
     }
 
-    async fn expunge(&mut self) -> std::io::Result<Result<Done, Done>> {
+    /// EXPUNGE, or with `only` UID EXPUNGE (RFC 4315 §2.1): only the \Deleted messages whose
+    /// UIDs are in the set.
+    async fn expunge(&mut self, only: Option<&SeqSet>) -> std::io::Result<Result<Done, Done>> {
         let me = self.me().to_string();
         let Some(sel) = self.sel.as_ref() else {
             return Ok(Err(bad("no mailbox selected")));
@@ -751,6 +944,7 @@ impl Session {
         if sel.read_only {
             return Ok(no("mailbox is read-only"));
         }
+        let max_uid = sel.msgs.last().map_or(0, |m| m.uid as u32);
         // The store's current flags decide, so a \Deleted set by another session counts too.
         let uids: Vec<i64> = self
             .cfg
@@ -760,6 +954,7 @@ impl Session {
             .unwrap_or_default()
             .into_iter()
             .filter(|m| m.flags.iter().any(|f| f == "\\Deleted"))
+            .filter(|m| only.is_none_or(|s| s.contains(m.uid as u32, max_uid)))
             .map(|m| m.uid)
             .collect();
         if let Err(e) = self.cfg.store.delete_messages(&me, &sel.name, &uids).await {
@@ -824,6 +1019,7 @@ impl Session {
                 max_seq: sel.msgs.len() as u32,
                 max_uid,
                 m,
+                recent: sel.recent.contains(&m.uid),
                 raw: raw.as_deref(),
                 part: part.as_ref(),
             };
@@ -873,6 +1069,7 @@ impl Session {
                 flags_changed = true;
             }
             let m = sel.msgs[i].clone();
+            let recent = sel.recent.contains(&m.uid);
             let raw = if need_raw {
                 self.cfg
                     .store
@@ -897,9 +1094,9 @@ impl Session {
                 }
                 first = false;
                 match it {
-                    Item::Flags => {
-                        out.extend_from_slice(format!("FLAGS {}", flag_list(&m.flags)).as_bytes())
-                    }
+                    Item::Flags => out.extend_from_slice(
+                        format!("FLAGS {}", flag_list(&m.flags, recent)).as_bytes(),
+                    ),
                     Item::Uid => out.extend_from_slice(format!("UID {}", m.uid).as_bytes()),
                     Item::Size => {
                         out.extend_from_slice(format!("RFC822.SIZE {}", m.size).as_bytes())
@@ -972,6 +1169,7 @@ impl Session {
         let mut out = String::new();
         for i in idx {
             let m = &mut sel.msgs[i];
+            let recent = sel.recent.contains(&m.uid);
             let mut new: Vec<String> = match kind {
                 StoreType::Replace => flags.to_vec(),
                 StoreType::Add => {
@@ -994,7 +1192,7 @@ impl Session {
                 m.flags = new;
             }
             if !silent {
-                out += &format!("* {} FETCH (FLAGS {}", i + 1, flag_list(&m.flags));
+                out += &format!("* {} FETCH (FLAGS {}", i + 1, flag_list(&m.flags, recent));
                 if uid {
                     out += &format!(" UID {}", m.uid);
                 }
@@ -1005,12 +1203,16 @@ impl Session {
         Ok(ok("STORE completed"))
     }
 
+    /// COPY, or with `mv` MOVE (RFC 6851): the copies, then the originals expunged. Both report
+    /// COPYUID (RFC 4315 §3).
     async fn copy(
         &mut self,
         set: &SeqSet,
         to: &str,
         uid: bool,
+        mv: bool,
     ) -> std::io::Result<Result<Done, Done>> {
+        let name = if mv { "MOVE" } else { "COPY" };
         let to = match Self::folder_arg(to) {
             Ok(t) => t,
             Err(e) => return Ok(Err(e)),
@@ -1020,26 +1222,123 @@ impl Session {
             Err(e) => return Ok(Err(e)),
         };
         let me = self.me().to_string();
-        if !matches!(self.store().folder(&me, &to).await, Ok(Some(_))) {
+        let Ok(Some(dest)) = self.store().folder(&me, &to).await else {
             return Ok(no("[TRYCREATE] no such mailbox"));
-        }
+        };
         let Some(sel) = self.sel.as_ref() else {
             return Ok(Err(bad("no mailbox selected")));
         };
-        let uids: Vec<i64> = idx.iter().map(|&i| sel.msgs[i].uid).collect();
-        match self
-            .cfg
-            .store
-            .copy_messages(&me, &sel.name, &uids, &to)
-            .await
-        {
-            Ok(_) => Ok(ok("COPY completed")),
-            Err(e) => Ok(no(format!("[SERVERBUG] {e}"))),
+        if mv && sel.read_only {
+            return Ok(no("mailbox is read-only"));
         }
+        let from = sel.name.clone();
+        let uids: Vec<i64> = idx.iter().map(|&i| sel.msgs[i].uid).collect();
+        let new = match self.cfg.store.copy_messages(&me, &from, &uids, &to).await {
+            Ok(n) => n,
+            Err(e) => return Ok(no(format!("[SERVERBUG] {e}"))),
+        };
+        // RFC 4315 §3: COPYUID <uidvalidity> <source uids> <destination uids>, in the same order;
+        // none when nothing was copied, or when a message vanished meanwhile and the pairs are
+        // unknown.
+        let code = if !uids.is_empty() && new.len() == uids.len() {
+            format!(
+                "[COPYUID {} {} {}] ",
+                dest.uidvalidity,
+                uid_set(&uids),
+                uid_set(&new)
+            )
+        } else {
+            String::new()
+        };
+        if !mv {
+            return Ok(ok(format!("{code}COPY completed")));
+        }
+        // RFC 6851 §4.3: COPYUID in an untagged OK before the EXPUNGE responses.
+        if !code.is_empty() {
+            self.send(format!("* OK {code}moved\r\n").as_bytes())
+                .await?;
+        }
+        if let Err(e) = self.cfg.store.delete_messages(&me, &from, &uids).await {
+            return Ok(no(format!("[SERVERBUG] {name}: copied, not removed: {e}")));
+        }
+        self.refresh().await?;
+        Ok(ok(format!("{name} completed")))
     }
 }
 
 fn literal(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(format!("{{{}}}\r\n", data.len()).as_bytes());
     out.extend_from_slice(data);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_sets_collapse_runs_in_order() {
+        assert_eq!(uid_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
+        assert_eq!(uid_set(&[4]), "4");
+        assert_eq!(uid_set(&[]), "");
+    }
+
+    #[test]
+    fn recent_is_shown_and_searched_per_session() {
+        assert_eq!(flag_list(&["\\Seen".into()], true), "(\\Seen \\Recent)");
+        assert_eq!(flag_list(&[], false), "()");
+        let m = MessageMeta {
+            uid: 1,
+            flags: vec![],
+            size: 1,
+            internal_date: Utc::now(),
+        };
+        let ctx = |recent| Ctx {
+            seq: 1,
+            max_seq: 1,
+            max_uid: 1,
+            m: &m,
+            recent,
+            raw: None,
+            part: None,
+        };
+        let key = Key::Flag("\\RECENT".into(), true);
+        assert!(matches(&key, &ctx(true)) && !matches(&key, &ctx(false)));
+    }
+
+    #[test]
+    fn header_search_matches_decoded_words_case_insensitively() {
+        let v = "=?UTF-8?Q?POSTA_CERTIFICATA:_Fattura_n._7?=";
+        assert!(header_matches(v, "posta certificata: fattura"));
+        assert!(header_matches(v, "UTF-8?Q"), "the raw text still matches");
+        assert!(!header_matches(v, "fattura n. 8"));
+        let raw = format!("Subject: {v}\r\n\r\ncorpo\r\n");
+        let part = Part::parse(raw.as_bytes(), 0, raw.len(), 0);
+        let m = MessageMeta {
+            uid: 1,
+            flags: vec![],
+            size: raw.len() as i64,
+            internal_date: Utc::now(),
+        };
+        let ctx = Ctx {
+            seq: 1,
+            max_seq: 1,
+            max_uid: 1,
+            m: &m,
+            recent: false,
+            raw: Some(raw.as_bytes()),
+            part: Some(&part),
+        };
+        for (k, hit) in [
+            (
+                Key::Header("SUBJECT".into(), "CERTIFICATA: FATTURA".into()),
+                true,
+            ),
+            (Key::Header("FROM".into(), "certificata".into()), false),
+            (Key::Text("fattura n. 7".into()), true),
+            (Key::Text("CORPO".into()), true),
+            (Key::Body("fattura".into()), false),
+        ] {
+            assert_eq!(matches(&k, &ctx), hit, "{k:?}");
+        }
+    }
 }

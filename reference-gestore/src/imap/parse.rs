@@ -85,7 +85,7 @@ pub(super) fn frame(buf: &[u8]) -> Frame {
 }
 
 /// The commands this server implements (for the error text of an undecodable command).
-const KNOWN: [&str; 26] = [
+const KNOWN: [&str; 27] = [
     "CAPABILITY",
     "NOOP",
     "LOGOUT",
@@ -112,10 +112,11 @@ const KNOWN: [&str; 26] = [
     "COPY",
     "UID",
     "IDLE",
+    "MOVE",
 ];
 
 /// The first word of a line, as a tag for a BAD response (RFC 3501 §7.1.3).
-fn first_word(buf: &[u8]) -> Option<String> {
+pub(super) fn first_word(buf: &[u8]) -> Option<String> {
     let w = buf
         .split(|&c| c == b' ' || c == b'\r' || c == b'\n')
         .next()?;
@@ -172,6 +173,8 @@ pub(super) enum Cmd {
     Idle,
     Close,
     Expunge,
+    /// RFC 4315 §2.1 UID EXPUNGE.
+    UidExpunge(SeqSet),
     Search {
         uid: bool,
         charset: Option<String>,
@@ -190,6 +193,12 @@ pub(super) enum Cmd {
         flags: Vec<String>,
     },
     Copy {
+        uid: bool,
+        set: SeqSet,
+        mailbox: String,
+    },
+    /// RFC 6851 MOVE and UID MOVE.
+    Move {
         uid: bool,
         set: SeqSet,
         mailbox: String,
@@ -306,6 +315,7 @@ fn map(body: CommandBody) -> Result<Cmd, String> {
         CommandBody::Idle => Cmd::Idle,
         CommandBody::Close => Cmd::Close,
         CommandBody::Expunge => Cmd::Expunge,
+        CommandBody::ExpungeUid { sequence_set } => Cmd::UidExpunge(SeqSet::from(&sequence_set)),
         CommandBody::Search {
             charset,
             criteria,
@@ -357,6 +367,15 @@ fn map(body: CommandBody) -> Result<Cmd, String> {
             mailbox: m,
             uid,
         } => Cmd::Copy {
+            uid,
+            set: SeqSet::from(&sequence_set),
+            mailbox: mailbox(&m),
+        },
+        CommandBody::Move {
+            sequence_set,
+            mailbox: m,
+            uid,
+        } => Cmd::Move {
             uid,
             set: SeqSet::from(&sequence_set),
             mailbox: mailbox(&m),
@@ -473,10 +492,10 @@ fn search_key(k: &SearchKey) -> Result<Key, String> {
         SearchKey::Unflagged => flag("\\Flagged", false),
         SearchKey::Draft => flag("\\Draft", true),
         SearchKey::Undraft => flag("\\Draft", false),
-        // No message is ever \Recent here (one session per mailbox is not guaranteed, so
-        // none claims it): RECENT and NEW match nothing, OLD everything.
-        SearchKey::Recent | SearchKey::New => Key::Not(Box::new(Key::All)),
-        SearchKey::Old => Key::All,
+        // RFC 3501 §6.4.4: NEW is RECENT UNSEEN, OLD is NOT RECENT.
+        SearchKey::Recent => flag("\\Recent", true),
+        SearchKey::New => Key::And(vec![flag("\\Recent", true), flag("\\Seen", false)]),
+        SearchKey::Old => flag("\\Recent", false),
         SearchKey::Keyword(a) => Key::Flag(a.as_ref().to_string(), true),
         SearchKey::Unkeyword(a) => Key::Flag(a.as_ref().to_string(), false),
         SearchKey::From(v) => header("FROM", v),
@@ -695,6 +714,40 @@ mod tests {
             panic!()
         };
         assert_eq!(cmd.unwrap_err(), "unknown system flag \\Recent");
+    }
+
+    #[test]
+    fn uidplus_move_and_recent_keys() {
+        // RFC 4315 §2.1 UID EXPUNGE; RFC 6851 MOVE and UID MOVE.
+        let (_, name, cmd) = command(b"e UID EXPUNGE 3:5,7\r\n");
+        assert_eq!(name, "EXPUNGE");
+        let Cmd::UidExpunge(set) = cmd else {
+            panic!("{cmd:?}")
+        };
+        assert!(set.contains(4, 9) && set.contains(7, 9) && !set.contains(6, 9));
+        let (_, name, cmd) = command(b"m UID MOVE 2 Archivio\r\n");
+        assert_eq!(name, "MOVE");
+        assert!(
+            matches!(cmd, Cmd::Move { uid: true, ref mailbox, .. } if mailbox == "Archivio"),
+            "{cmd:?}"
+        );
+        let (_, _, cmd) = command(b"m MOVE 1:* INBOX\r\n");
+        assert!(matches!(cmd, Cmd::Move { uid: false, .. }), "{cmd:?}");
+        // RFC 3501 §6.4.4: NEW is RECENT UNSEEN, OLD is NOT RECENT.
+        let (_, _, cmd) = command(b"q SEARCH NEW OLD\r\n");
+        let Cmd::Search {
+            key: Key::And(keys),
+            ..
+        } = cmd
+        else {
+            panic!("{cmd:?}")
+        };
+        let Key::And(new) = &keys[0] else {
+            panic!("{keys:?}")
+        };
+        assert!(matches!(&new[0], Key::Flag(f, true) if f == "\\Recent"));
+        assert!(matches!(&new[1], Key::Flag(f, false) if f == "\\Seen"));
+        assert!(matches!(&keys[1], Key::Flag(f, false) if f == "\\Recent"));
     }
 
     #[test]

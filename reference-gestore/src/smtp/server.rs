@@ -11,6 +11,7 @@
 
 use super::transcript::{Transcript, tls_note};
 use super::{Io, Reply, closed_stream};
+use crate::access::AuthThrottle;
 use smtp_proto::Request;
 use std::future::Future;
 use std::io;
@@ -720,22 +721,20 @@ impl<H: Handler> Session<H> {
             self.reply(Reply::new(235, [2, 7, 0], "Authentication successful"));
             return Ok(Next::Continue);
         }
-        self.auth_failures += 1;
         // Slow down password guessing: the delay doubles with each failure, bounded.
-        let factor = 1u32 << (self.auth_failures - 1).min(16);
-        let delay = self
-            .config
-            .auth_failure_delay
-            .saturating_mul(factor)
-            .min(self.config.auth_failure_max_delay);
-        tokio::time::sleep(delay).await;
+        let throttle = AuthThrottle {
+            max_failures: self.config.max_auth_failures,
+            delay: self.config.auth_failure_delay,
+            max_delay: self.config.auth_failure_max_delay,
+        };
+        let too_many = throttle.fail(&mut self.auth_failures).await;
         // RFC 4954 §6: 535 invalid credentials.
         self.reply(Reply::new(
             535,
             [5, 7, 8],
             "Authentication credentials invalid",
         ));
-        if self.auth_failures >= self.config.max_auth_failures {
+        if too_many {
             self.reply(Reply::new(
                 421,
                 [4, 7, 0],

@@ -59,11 +59,14 @@ pub async fn fixture_with(store: SqliteStore) -> Fixture {
     deliver(&store, "alice@pec.a.test", M2).await;
     deliver(&store, "bob@pec.a.test", BOB1).await;
     let pki = test_pki();
-    let cfg = Arc::new(AccessConfig {
-        store: store.clone(),
-        tls: Some(tls::server_config_from_pem(&pki.cert_pem, &pki.key_pem).unwrap()),
-        hostname: "pec.a.test".into(),
-    });
+    let mut cfg = AccessConfig::new(
+        store.clone(),
+        Some(tls::server_config_from_pem(&pki.cert_pem, &pki.key_pem).unwrap()),
+        "pec.a.test",
+    );
+    // No waiting after a failed login in tests; the count-based close stays.
+    cfg.auth.delay = Duration::ZERO;
+    let cfg = Arc::new(cfg);
     Fixture { store, cfg, pki }
 }
 
@@ -91,6 +94,15 @@ impl Client {
             .unwrap();
         assert!(n > 0, "connection closed");
         String::from_utf8_lossy(&l).into_owned()
+    }
+
+    /// Whether the server closed the connection (end of input, nothing more sent).
+    pub async fn closed(&mut self) -> bool {
+        let mut l = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(20), self.io.read_until(b'\n', &mut l))
+            .await
+            .expect("server answered or closed in time");
+        matches!(r, Ok(0) | Err(_))
     }
 
     pub async fn send(&mut self, s: &str) {
