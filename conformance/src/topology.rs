@@ -209,6 +209,8 @@ pub struct RunningGestore {
     pub service_address: String,
     /// The running instance.
     pub instance: Instance,
+    /// Its SQLite store (the message log is read from it, read-only: RFC 6109 §2.3).
+    pub db: PathBuf,
 }
 
 /// A running topology.
@@ -479,6 +481,7 @@ impl Topology {
                     }
                 }
             }
+            let db = c.store.sqlite.clone();
             let instance = Instance::start(c, clock.clone())
                 .await
                 .with_context(|| format!("starting gestore {name}"))?;
@@ -494,6 +497,7 @@ impl Topology {
                     domain: inst.domain.clone(),
                     service_address: inst.service_address.clone(),
                     instance,
+                    db,
                 },
             );
         }
