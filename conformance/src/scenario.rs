@@ -3,9 +3,10 @@
 //! for references that cannot resolve (an unknown mailbox, gestore, kind or saved message). Every
 //! error names the file, the line and what is wrong.
 //!
-//! A scenario names a topology of gestori (reference providers embedded in-process, or an external
+//! A scenario names a topology of gestori (and the form of their provider directory: `ldif` or
+//! `signed`) (reference providers embedded in-process, or an external
 //! target), mailboxes on them, and steps: `submit`, `inject`, `advance_clock`, `wait`, `link`,
-//! `expect`, `expect_reply`, `expect_none`. The catalog's README (`scenarios/README.md`) shows each.
+//! `expect`, `expect_reply`, `expect_none`, `expect_log`. The catalog's README (`scenarios/README.md`) shows each.
 
 use pec_formats::kind::Kind;
 use reference_gestore::config::{ByteSize, OrdinaryMail};
@@ -133,6 +134,9 @@ pub struct Scenario {
     pub requirements: Vec<String>,
     /// The gestori by name.
     pub topology: BTreeMap<String, GestoreSpec>,
+    /// The form of the provider directory the reference gestori load (default `ldif`).
+    #[serde(default)]
+    pub directory: DirectoryForm,
     /// The mailboxes by name.
     #[serde(default)]
     pub mailboxes: BTreeMap<String, Spanned<MailboxSpec>>,
@@ -141,6 +145,18 @@ pub struct Scenario {
     /// The file it was read from (set by [`Scenario::load`]).
     #[serde(skip)]
     pub file: PathBuf,
+}
+
+/// The provider directory of a topology (RFC 6109 §4.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectoryForm {
+    /// The LDIF file as it is.
+    #[default]
+    Ldif,
+    /// The distributed form: the runner signs the LDIF (a PKCS#7 `.p7m`) with a "directory signer"
+    /// certificate of the test CA, and the gestori trust that signer for the directory only.
+    Signed,
 }
 
 /// One gestore of a topology.
