@@ -217,10 +217,7 @@ impl LogExpectation {
                 "related",
                 format!("names the generated message `{name}`"),
                 has_id(&rec.related, id),
-                format!(
-                    "related [{}], `{name}` is <{id}>",
-                    rec.related.join(", ")
-                ),
+                format!("related [{}], `{name}` is <{id}>", rec.related.join(", ")),
             );
         }
         // "sending provider" [ANALYSIS: the provider that sent the original or the one that sent
@@ -229,8 +226,7 @@ impl LogExpectation {
             "provider",
             "the sending provider".into(),
             !rec.provider.trim().is_empty()
-                && (self.providers.is_empty()
-                    || self.providers.iter().any(|p| p == &rec.provider)),
+                && (self.providers.is_empty() || self.providers.iter().any(|p| p == &rec.provider)),
             format!(
                 "provider `{}` (the topology's: {})",
                 rec.provider,
@@ -261,10 +257,7 @@ mod tests {
     fn log() -> Vec<StoredRecord> {
         let at = Utc::now().timestamp_millis();
         let rows = [
-            (
-                "accettazione",
-                r#"["acc-1@pec.a.test","id-1@pec.a.test"]"#,
-            ),
+            ("accettazione", r#"["acc-1@pec.a.test","id-1@pec.a.test"]"#),
             ("presa-in-carico", r#"["presa-1@pec.b.test"]"#),
             ("consegna", r#"["cons-1@pec.b.test"]"#),
         ];
@@ -336,7 +329,10 @@ mod tests {
             f[0].starts_with("log.event: event `mancata-consegna` is missing"),
             "{f:?}"
         );
-        assert!(f[0].contains("accettazione, presa-in-carico, consegna"), "{f:?}");
+        assert!(
+            f[0].contains("accettazione, presa-in-carico, consegna"),
+            "{f:?}"
+        );
         assert!(!x.complete(&log()));
     }
 

@@ -9,16 +9,16 @@ use crate::run_report::{
     self as report, Check, GestoreInfo, RunReport, ScenarioResult, Status, StepResult,
 };
 use crate::scenario::{
-    self, Dur, Expect, ExpectLog, ExpectNone, GestoreSpec, Inject, InjectKind, MailboxSpec, OriginalSpec,
-    Scenario, Step, Submit,
+    self, Dur, Expect, ExpectLog, ExpectNone, GestoreSpec, Inject, InjectKind, MailboxSpec,
+    OriginalSpec, Scenario, Step, Submit,
 };
 use crate::topology::{self, Target, Topology, kind_by_headers};
 use anyhow::Context;
 use pec_formats::daticert::Daticert;
 use pec_formats::smime::{TrustStore, VerifyOptions};
+use reference_gestore::registro::StoredRecord;
 use reference_gestore::smtp::Reply;
 use reference_gestore::smtp::client::{ClientTls, SmtpClient, Timeouts};
-use reference_gestore::registro::StoredRecord;
 use reference_gestore::store::Store;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
@@ -1363,10 +1363,10 @@ impl Run {
         let d = saved.and_then(|s| daticert_of(&s.raw));
         let mut x = crate::logcheck::LogExpectation {
             msgid: saved.and_then(|s| s.identificativo.clone()),
-            subject: l
-                .subject
-                .clone()
-                .or_else(|| d.as_ref().map(|d| d.intestazione.oggetto.clone().unwrap_or_default())),
+            subject: l.subject.clone().or_else(|| {
+                d.as_ref()
+                    .map(|d| d.intestazione.oggetto.clone().unwrap_or_default())
+            }),
             sender: d.as_ref().map(|d| d.intestazione.mittente.clone()),
             recipients: d
                 .as_ref()

@@ -948,7 +948,10 @@ impl Scenario {
                 }
                 Step::ExpectLog(l) => {
                     gestore(&l.gestore)?;
-                    if !matches!(self.topology.get(&l.gestore), Some(GestoreSpec::Reference(_))) {
+                    if !matches!(
+                        self.topology.get(&l.gestore),
+                        Some(GestoreSpec::Reference(_))
+                    ) {
                         return Err(e(format!(
                             "`{}` is not a reference gestore (only their logs can be read)",
                             l.gestore
@@ -1154,6 +1157,55 @@ steps:
         let bad = GOOD.replace("same_identificativo: acc", "same_identificativo: ac");
         let e = Scenario::from_yaml(Path::new("x.yaml"), &bad, &reqs()).unwrap_err();
         assert!(e.message.contains("no message saved as `ac`"), "{e}");
+    }
+
+    #[test]
+    fn expect_log_and_the_directory_form_are_checked() {
+        let with = |step: &str| {
+            format!("{GOOD}  - expect_log: {step}\n")
+                .replace("topology:\n", "directory: signed\ntopology:\n")
+        };
+        let ok = with(
+            "{ gestore: A, message: acc, events: [accettazione, { event: consegna, related: [acc] }, ricezione-presa-in-carico] }",
+        );
+        let s = Scenario::from_yaml(Path::new("x.yaml"), &ok, &reqs()).unwrap();
+        assert_eq!(s.directory, DirectoryForm::Signed);
+        match &s.steps.last().unwrap().value {
+            Step::ExpectLog(l) => {
+                assert_eq!(l.events.len(), 3);
+                assert_eq!(l.events[1].related, vec!["acc".to_string()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        for (step, want) in [
+            (
+                "{ gestore: A, message: acc, events: [consegnato] }",
+                "unknown log event `consegnato`",
+            ),
+            (
+                "{ gestore: A, message: acc, events: [ricezione-nulla] }",
+                "unknown log event",
+            ),
+            (
+                "{ gestore: A, message: ac, events: [consegna] }",
+                "no message saved as `ac`",
+            ),
+            (
+                "{ gestore: A, events: [consegna] }",
+                "`message` or `subject`",
+            ),
+            (
+                "{ gestore: Z, subject: x, events: [consegna] }",
+                "no gestore `Z`",
+            ),
+            ("{ gestore: A, subject: x, events: [] }", "at least one"),
+        ] {
+            let e = Scenario::from_yaml(Path::new("x.yaml"), &with(step), &reqs()).unwrap_err();
+            assert!(e.message.contains(want), "{step}: {e}");
+            assert_eq!(e.line, 26, "{e}");
+        }
+        let bad = GOOD.replace("topology:\n", "directory: sealed\ntopology:\n");
+        assert!(Scenario::from_yaml(Path::new("x.yaml"), &bad, &reqs()).is_err());
     }
 
     #[test]

@@ -505,8 +505,9 @@ timeouts: { preavviso: 90m, finale: 3h }
         let c = Config::from_yaml(&signed.replace("trust:", "directory_trust: [agid.pem]\ntrust:"))
             .unwrap();
         assert!(c.directory_is_signed());
-        let e = Config::from_yaml(&MINIMAL.replace("trust:", "directory_trust: [agid.pem]\ntrust:"))
-            .unwrap_err();
+        let e =
+            Config::from_yaml(&MINIMAL.replace("trust:", "directory_trust: [agid.pem]\ntrust:"))
+                .unwrap_err();
         assert!(e.contains("is not a signed .p7m"), "{e}");
     }
 }

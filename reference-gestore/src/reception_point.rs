@@ -293,7 +293,11 @@ async fn receipt(
     batch.push(log_record(
         &format!("ricezione-{}", v.kind.id()),
         &c,
-        if original.is_empty() { rcpts } else { &original },
+        if original.is_empty() {
+            rcpts
+        } else {
+            &original
+        },
         v.msg
             .header("Message-ID")
             .map(|m| vec![m.trim_matches(|c| c == '<' || c == '>').to_string()])

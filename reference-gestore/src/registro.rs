@@ -406,14 +406,10 @@ pub async fn read_only_records(path: &Path) -> anyhow::Result<Vec<StoredRecord>>
     let mut conn = sqlx::ConnectOptions::connect(&opts)
         .await
         .with_context(|| format!("opening {} read-only", path.display()))?;
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        row_columns!(),
-        " FROM log ORDER BY seq"
-    ))
-    .fetch_all(&mut conn)
-    .await
-    .with_context(|| format!("reading the log of {}", path.display()))?;
+    let rows = sqlx::query(concat!("SELECT ", row_columns!(), " FROM log ORDER BY seq"))
+        .fetch_all(&mut conn)
+        .await
+        .with_context(|| format!("reading the log of {}", path.display()))?;
     let _ = sqlx::Connection::close(conn).await;
     rows.iter()
         .map(|r| read_row(r).context("a log row of unexpected type"))

@@ -106,7 +106,9 @@ fn a_directory_signed_by_an_untrusted_key_refuses_to_start() {
     assert!(e.contains("signature is not valid"), "{e}");
     assert!(e.contains("certificate"), "{e}");
     // A provider of the same CA is not the directory's signer either: only `directory_trust` is.
-    let provider = ca.issue_provider("Gestore qualunque", "x@pec.q.test").unwrap();
+    let provider = ca
+        .issue_provider("Gestore qualunque", "x@pec.q.test")
+        .unwrap();
     let d = Directory::load(&tmp.path().join("directory.ldif")).unwrap();
     let der = d.sign_p7m(&provider.key, &provider.cert).unwrap();
     std::fs::write(tmp.path().join("directory.ldif.p7m"), der).unwrap();
