@@ -3,6 +3,7 @@
 //! - [`checks`]: every check of one message, each with an id and the rule it implements;
 //! - [`dtd`]: our own validator for the daticert DTD (refuses entities, fetches nothing);
 //! - [`imap`]: a small IMAP client that reads the target's mailboxes;
+//! - [`logcheck`]: judging a reference gestore's message log (RFC 6109 §2.3);
 //! - [`mime`]: minimal reading of the signed entity as written;
 //! - [`report`]: verdicts, human text and the JSON schema of `conformance/README.md`;
 //! - [`scenario`], [`topology`], [`craft`], [`runner`], [`run_report`]: `pec-conformance run`, the
@@ -14,6 +15,7 @@ pub mod checks;
 pub mod craft;
 pub mod dtd;
 pub mod imap;
+pub mod logcheck;
 pub mod mime;
 pub mod probe;
 pub mod report;

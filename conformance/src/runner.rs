@@ -9,13 +9,14 @@ use crate::run_report::{
     self as report, Check, GestoreInfo, RunReport, ScenarioResult, Status, StepResult,
 };
 use crate::scenario::{
-    self, Dur, Expect, ExpectNone, GestoreSpec, Inject, InjectKind, MailboxSpec, OriginalSpec,
-    Scenario, Step, Submit,
+    self, Dur, Expect, ExpectLog, ExpectNone, GestoreSpec, Inject, InjectKind, MailboxSpec,
+    OriginalSpec, Scenario, Step, Submit,
 };
 use crate::topology::{self, Target, Topology, kind_by_headers};
 use anyhow::Context;
 use pec_formats::daticert::Daticert;
 use pec_formats::smime::{TrustStore, VerifyOptions};
+use reference_gestore::registro::StoredRecord;
 use reference_gestore::smtp::Reply;
 use reference_gestore::smtp::client::{ClientTls, SmtpClient, Timeouts};
 use reference_gestore::smtp::transcript::{Side, Transcript};
@@ -316,6 +317,8 @@ struct Run {
     sent: BTreeMap<String, Vec<crate::breve::SentAttachment>>,
     /// The listener of the last `hostile-daticert` inject (for `external_fetches`).
     probe: Option<crate::probe::FetchProbe>,
+    /// The shared clock when the scenario started (log times are judged against it).
+    started: chrono::DateTime<chrono::Utc>,
 }
 
 /// The messages a link dropped: (from, to, [(kind, raw)]).
@@ -461,6 +464,7 @@ pub async fn run_scenario(
             .collect(),
     };
     let rel = format!("evidence/{}", s.id);
+    let topo_clock = topo.clock.clone();
     let mut run = Run {
         dir: out.clone(),
         rel,
@@ -477,6 +481,7 @@ pub async fn run_scenario(
         evidence: Vec::new(),
         sent: BTreeMap::new(),
         probe: None,
+        started: reference_gestore::clock::Clock::now(&*topo_clock),
     };
     // What the target's mailboxes hold before the scenario is not new: mark it as seen.
     let external: Vec<Place> = run
@@ -582,6 +587,20 @@ fn describe(step: &Step) -> String {
             r.code.map(|c| c.to_string()).unwrap_or_default(),
             r.text.clone().unwrap_or_default()
         ),
+        Step::ExpectLog(l) => format!(
+            "log of {} holds [{}] for {}",
+            l.gestore,
+            l.events
+                .iter()
+                .map(|e| e.event.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            l.message
+                .as_ref()
+                .map(|m| format!("message `{m}`"))
+                .or_else(|| l.subject.as_ref().map(|s| format!("subject `{s}`")))
+                .unwrap_or_default()
+        ),
         Step::ExpectNone(n) => format!(
             "no {} in {}{} for {}",
             n.kind,
@@ -597,6 +616,8 @@ fn describe(step: &Step) -> String {
 
 /// How long `expect` waits by default.
 pub const DEFAULT_WITHIN: Dur = Dur(Duration::from_secs(15));
+/// How long `expect_log` waits for the records by default.
+pub const DEFAULT_LOG_WITHIN: Dur = Dur(Duration::from_secs(5));
 /// How long `expect_none` watches by default.
 pub const DEFAULT_NONE: Dur = Dur(Duration::from_secs(2));
 /// The longest `wait`.
@@ -720,6 +741,7 @@ impl Run {
                 o.judged()
             }
             Step::ExpectNone(n) => self.expect_none(n).await,
+            Step::ExpectLog(l) => self.expect_log(index, l).await,
         }
     }
 
@@ -1444,6 +1466,98 @@ impl Run {
         }
     }
 
+    /// `expect_log`: reads the gestore's message log from its store file (read-only, so it works
+    /// whichever process runs the gestore) until the events are there or `within` passes, then
+    /// judges them ([`crate::logcheck`]).
+    async fn expect_log(&mut self, index: usize, l: &ExpectLog) -> StepOutcome {
+        let Some(g) = self.topo.gestori.get(&l.gestore) else {
+            return StepOutcome::skip(format!(
+                "the log of `{}` cannot be read: it is not a reference gestore",
+                l.gestore
+            ));
+        };
+        let db = g.db.clone();
+        let saved = l.message.as_ref().and_then(|m| self.saved.get(m));
+        let d = saved.and_then(|s| daticert_of(&s.raw));
+        let mut x = crate::logcheck::LogExpectation {
+            msgid: saved.and_then(|s| s.identificativo.clone()),
+            subject: l.subject.clone().or_else(|| {
+                d.as_ref()
+                    .map(|d| d.intestazione.oggetto.clone().unwrap_or_default())
+            }),
+            sender: d.as_ref().map(|d| d.intestazione.mittente.clone()),
+            recipients: d
+                .as_ref()
+                .map(|d| {
+                    d.intestazione
+                        .destinatari
+                        .iter()
+                        .map(|r| r.indirizzo.to_ascii_lowercase())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            events: Vec::new(),
+            window: (self.started, self.started),
+            providers: self
+                .topo
+                .gestori
+                .values()
+                .map(|g| g.instance.gestore.config.provider.name.clone())
+                .collect(),
+        };
+        if l.message.is_some() && x.msgid.is_none() {
+            return StepOutcome::fail(format!(
+                "the saved message `{}` has no identificativo",
+                l.message.clone().unwrap_or_default()
+            ));
+        }
+        for ev in &l.events {
+            let mut related = Vec::new();
+            for name in &ev.related {
+                let id = self
+                    .saved
+                    .get(name)
+                    .and_then(|s| header_values(&s.raw, "Message-ID").first().cloned());
+                match id {
+                    Some(id) => related.push((name.clone(), id)),
+                    None => {
+                        return StepOutcome::fail(format!(
+                            "the saved message `{name}` has no Message-ID"
+                        ));
+                    }
+                }
+            }
+            x.events.push((ev.event.clone(), related));
+        }
+        let within = l.within.unwrap_or(DEFAULT_LOG_WITHIN).0;
+        let deadline = Instant::now() + within;
+        let rows = loop {
+            let rows = reference_gestore::registro::read_only_records(&db).await;
+            let done = rows.as_ref().is_ok_and(|r| x.complete(r));
+            if done || Instant::now() >= deadline {
+                break rows;
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        let rows = match rows {
+            Ok(r) => r,
+            Err(e) => return StepOutcome::fail(format!("reading the log: {e:#}")),
+        };
+        // The records' time: between the scenario's start and now on the shared clock (1s slack).
+        let slack = chrono::Duration::seconds(1);
+        x.window = (
+            self.started - slack,
+            reference_gestore::clock::Clock::now(&*self.topo.clock) + slack,
+        );
+        let mut o = StepOutcome::pass();
+        o.checks = x.judge(&rows);
+        let mine: Vec<StoredRecord> = x.select(&rows).into_iter().cloned().collect();
+        let name = format!("{:02}-log-{}.txt", index + 1, l.gestore);
+        let text = reference_gestore::registro::extract_text(&mine);
+        o.evidence.push(self.write_evidence(&name, text.as_bytes()));
+        o.judged()
+    }
+
     async fn expect_none(&mut self, n: &ExpectNone) -> StepOutcome {
         let Some(place) = self.places.get(&n.mailbox).cloned() else {
             return StepOutcome::fail(format!("no mailbox {}", n.mailbox));
@@ -1639,6 +1753,16 @@ fn identificativo_of(raw: &[u8]) -> Option<String> {
             .first()
             .map(|v| v.trim_matches(|c| c == '<' || c == '>').to_string())
     })
+}
+
+/// The daticert of a message, when it has a readable one.
+fn daticert_of(raw: &[u8]) -> Option<Daticert> {
+    guarded("pec_formats::parse", || pec_formats::parse::parse(raw))
+        .ok()
+        .and_then(|p| p.ok())
+        .and_then(|p| p.daticert_xml)
+        .and_then(|x| guarded("Daticert::from_xml", || Daticert::from_xml(&x)).ok())
+        .and_then(|d| d.ok())
 }
 
 /// The recipients a notice is about: daticert `consegna` and `ricezione`, lower case.

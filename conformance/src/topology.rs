@@ -4,7 +4,7 @@
 //! a link down or drop messages of some kinds), a sink for ordinary (non-PEC) mail, and the
 //! description of a third-party gestore under test (`--target FILE`).
 
-use crate::scenario::{GestoreSpec, LinkState, MailboxSpec, Scenario};
+use crate::scenario::{DirectoryForm, GestoreSpec, LinkState, MailboxSpec, Scenario};
 use anyhow::Context;
 use reference_gestore::clock::ManualClock;
 use reference_gestore::config::{Config, MailboxConfig};
@@ -259,6 +259,8 @@ pub struct RunningGestore {
     pub service_address: String,
     /// The running instance.
     pub instance: Instance,
+    /// Its SQLite store (the message log is read from it, read-only: RFC 6109 §2.3).
+    pub db: PathBuf,
 }
 
 /// A running topology.
@@ -378,6 +380,11 @@ impl Topology {
             std::fs::write(&directory, dir)
                 .with_context(|| format!("writing {}", directory.display()))?;
         }
+        // RFC 6109 §4.5: the distributed directory is a signed PKCS#7; the gestori check it.
+        let signed_directory = match s.directory {
+            DirectoryForm::Ldif => None,
+            DirectoryForm::Signed => Some(sign_directory(&state.ca, &directory, dir.path())?),
+        };
         let mut configs = Vec::new();
         for (name, inst) in names.iter().zip(&state.instances) {
             let c = Config::load(&inst.config).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -447,6 +454,10 @@ impl Topology {
                 c.trust.push(ca.clone());
             }
             c.directory = directory.clone();
+            if let Some((p7m, signer)) = &signed_directory {
+                c.directory = p7m.clone();
+                c.directory_trust = vec![signer.clone()];
+            }
             let p = &spec.profile;
             if let Some(v) = p.test_addresses {
                 c.profile.test_addresses = v;
@@ -538,6 +549,7 @@ impl Topology {
                     }
                 }
             }
+            let db = c.store.sqlite.clone();
             let instance = Instance::start(c, clock.clone())
                 .await
                 .with_context(|| format!("starting gestore {name}"))?;
@@ -553,6 +565,7 @@ impl Topology {
                     domain: inst.domain.clone(),
                     service_address: inst.service_address.clone(),
                     instance,
+                    db,
                 },
             );
         }
@@ -577,6 +590,36 @@ impl Topology {
         }
         while self.tasks.join_next().await.is_some() {}
     }
+}
+
+/// Signs the LDIF `directory` as the directory's distributed form (RFC 6109 §4.5): a "directory
+/// signer" certificate issued by the topology's test CA (its key next to `ca_pem`), the p7m and
+/// the signer's certificate written into `out`. Returns (p7m, signer PEM).
+pub fn sign_directory(
+    ca_pem: &Path,
+    directory: &Path,
+    out: &Path,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let ca_dir = ca_pem.parent().unwrap_or(Path::new("."));
+    let ca = pec_formats::pki::TestCa::load_from(ca_dir)
+        .map_err(|e| anyhow::anyhow!("the test CA in {}: {e}", ca_dir.display()))?;
+    let signer = ca
+        .issue_provider("Indice dei gestori di prova", "indice@igpec.test")
+        .map_err(|e| anyhow::anyhow!("issuing the directory signer: {e}"))?;
+    let d = pec_formats::directory::Directory::load(directory)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", directory.display()))?;
+    let der = d
+        .sign_p7m(&signer.key, &signer.cert)
+        .map_err(|e| anyhow::anyhow!("signing {}: {e}", directory.display()))?;
+    let p7m = out.join("directory.ldif.p7m");
+    std::fs::write(&p7m, der).with_context(|| format!("writing {}", p7m.display()))?;
+    let pem = out.join("directory-signer.pem");
+    let cert = signer
+        .cert
+        .to_pem()
+        .map_err(|e| anyhow::anyhow!("directory signer: {e}"))?;
+    std::fs::write(&pem, cert).with_context(|| format!("writing {}", pem.display()))?;
+    Ok((p7m, pem))
 }
 
 /// A third-party gestore under test (`--target FILE`; design notes, "A third-party target").

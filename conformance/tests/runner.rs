@@ -4,7 +4,7 @@
 
 use pec_conformance::run_report::Status;
 use pec_conformance::runner::run_scenario;
-use pec_conformance::scenario::{Scenario, load_requirements};
+use pec_conformance::scenario::{Dur, LogEvent, Scenario, Step, load_requirements};
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -410,4 +410,55 @@ async fn target_delivery_passes_against_a_dev_provider_that_knows_the_runner() {
         "{:?}",
         last.checks
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_message_log_scenario_passes_and_a_missing_event_fails_naming_it() {
+    let out = tempfile::tempdir().unwrap();
+    let s = scenario("log.delivery");
+    let r = run_scenario(s.clone(), None, false, out.path().to_path_buf()).await;
+    assert_eq!(
+        r.status,
+        Status::Passed,
+        "{:?}\n{}",
+        r.message,
+        failures(&r)
+    );
+    let logs: Vec<_> = r.steps.iter().filter(|s| s.name == "expect_log").collect();
+    assert_eq!(logs.len(), 2);
+    for want in [
+        "log.event",
+        "log.msgid",
+        "log.time",
+        "log.recipients",
+        "log.related",
+        "log.chain",
+    ] {
+        assert!(
+            logs[0]
+                .checks
+                .iter()
+                .any(|c| c.id == want && c.status == Status::Passed),
+            "{want}"
+        );
+    }
+    // Mutation: B's log must also hold an event it never wrote.
+    let mut m = s;
+    let Some(Step::ExpectLog(l)) = m.steps.last_mut().map(|s| &mut s.value) else {
+        panic!("log.delivery ends with expect_log");
+    };
+    l.events.push(LogEvent {
+        event: "mancata-consegna".into(),
+        related: vec![],
+    });
+    l.within = Some(Dur(std::time::Duration::from_millis(300)));
+    let r = run_scenario(m, None, false, out.path().to_path_buf()).await;
+    assert_eq!(r.status, Status::Failed);
+    let message = r.message.clone().unwrap_or_default();
+    assert!(message.contains("expect_log"), "{message}");
+    assert!(
+        message.contains("event `mancata-consegna` is missing"),
+        "{message}"
+    );
+    assert!(message.contains("presa-in-carico, consegna"), "{message}");
 }

@@ -29,8 +29,13 @@ pub struct Config {
     pub tls: TlsConfig,
     /// The signing key and certificate (RFC 6109 §5.5 profile).
     pub signing: SigningConfig,
-    /// The provider directory, Indice dei gestori (LDIF, RFC 6109 §4.5).
+    /// The provider directory, Indice dei gestori (RFC 6109 §4.5): an LDIF file, or its distributed
+    /// form, a signed PKCS#7 whose name ends in `.p7m` (then `directory_trust` is needed).
     pub directory: PathBuf,
+    /// Who may sign the directory (PEM files): the signer of a `.p7m` directory must be one of these
+    /// certificates or chain to one of them, else the provider refuses to start (RFC 6109 §4.5, §7).
+    #[serde(default)]
+    pub directory_trust: Vec<PathBuf>,
     /// Trust anchors for provider certificates (PEM files): the AgID CA1 role.
     pub trust: Vec<PathBuf>,
     /// The store.
@@ -372,6 +377,23 @@ impl Config {
                 self.profile.signature_style
             ));
         }
+        // RFC 6109 §4.5: the distributed directory is signed; its signature is checked before use.
+        match (self.directory_is_signed(), self.directory_trust.is_empty()) {
+            (true, true) => {
+                return Err(format!(
+                    "directory: `{}` is a signed directory (.p7m): directory_trust must name who \
+                     may sign it (PEM files)",
+                    self.directory.display()
+                ));
+            }
+            (false, false) => {
+                return Err(format!(
+                    "directory_trust is set but directory `{}` is not a signed .p7m",
+                    self.directory.display()
+                ));
+            }
+            _ => {}
+        }
         if self.timeouts.finale < self.timeouts.preavviso {
             return Err("timeouts: finale must not come before preavviso".into());
         }
@@ -390,12 +412,20 @@ impl Config {
         fix(&mut self.signing.key);
         self.signing.chain.iter_mut().for_each(fix);
         fix(&mut self.directory);
+        self.directory_trust.iter_mut().for_each(fix);
         self.trust.iter_mut().for_each(fix);
         fix(&mut self.store.sqlite);
         if let Some(t) = &mut self.log.tsa_local {
             fix(&mut t.cert);
             fix(&mut t.key);
         }
+    }
+
+    /// Whether the directory is the signed distributed form (a `.p7m` file, RFC 6109 §4.5).
+    pub fn directory_is_signed(&self) -> bool {
+        self.directory
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("p7m"))
     }
 
     /// Whether `domain` is one of ours (case-insensitive).
@@ -466,5 +496,18 @@ timeouts: { preavviso: 90m, finale: 3h }
         assert!(e.contains("trusts"), "{e}");
         let e = Config::from_yaml(&MINIMAL.replace("finale: 3h", "finale: 1h")).unwrap_err();
         assert!(e.contains("finale must not come before preavviso"), "{e}");
+        let signed = MINIMAL.replace("directory.ldif", "indice.p7m");
+        let e = Config::from_yaml(&signed).unwrap_err();
+        assert!(
+            e.contains("`indice.p7m` is a signed directory") && e.contains("directory_trust"),
+            "{e}"
+        );
+        let c = Config::from_yaml(&signed.replace("trust:", "directory_trust: [agid.pem]\ntrust:"))
+            .unwrap();
+        assert!(c.directory_is_signed());
+        let e =
+            Config::from_yaml(&MINIMAL.replace("trust:", "directory_trust: [agid.pem]\ntrust:"))
+                .unwrap_err();
+        assert!(e.contains("is not a signed .p7m"), "{e}");
     }
 }

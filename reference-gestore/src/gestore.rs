@@ -55,6 +55,35 @@ pub fn digest_from_name(name: &str) -> anyhow::Result<DigestAlg> {
     })
 }
 
+/// The provider directory the config names. A signed `.p7m` is verified before use: its signer
+/// must be one of `directory_trust` or chain to one of them, and the content must be unaltered
+/// (RFC 6109 §4.5, §7: a swapped certificate or domain list subverts verification).
+pub fn load_directory(config: &Config) -> anyhow::Result<Directory> {
+    let path = &config.directory;
+    if !config.directory_is_signed() {
+        return Directory::load(path).with_context(|| format!("directory {}", path.display()));
+    }
+    let mut anchors = Vec::new();
+    for p in &config.directory_trust {
+        anchors.extend(
+            X509::stack_from_pem(&read_pem(p)?)
+                .with_context(|| format!("directory_trust {}", p.display()))?,
+        );
+    }
+    if anchors.is_empty() {
+        anyhow::bail!(
+            "directory {}: directory_trust holds no certificate to check its signature",
+            path.display()
+        );
+    }
+    Directory::load_signed(path, &anchors).map_err(|e| {
+        anyhow::anyhow!(
+            "directory {}: the signed directory is refused (RFC 6109 §4.5): {e}",
+            path.display()
+        )
+    })
+}
+
 impl Gestore {
     /// Loads every file the config names, opens the store and creates the configured mailboxes
     /// that do not exist yet.
@@ -75,8 +104,7 @@ impl Gestore {
             chain,
             digest: digest_from_name(&config.signing.digest)?,
         };
-        let directory = Directory::load(&config.directory)
-            .with_context(|| format!("directory {}", config.directory.display()))?;
+        let directory = load_directory(&config)?;
         let mut anchors = directory.trusted_certificates();
         for p in &config.trust {
             anchors.extend(

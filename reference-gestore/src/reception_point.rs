@@ -287,11 +287,21 @@ async fn receipt(
             message_id: v.msg.header("Message-ID").map(str::to_string),
         });
     }
+    // RFC 6109 §2.3: the record names the recipients of the original (the receipt's daticert
+    // lists them), not the mailbox the receipt goes to, and the received message as related.
+    let original: Vec<String> = c.destinatari.iter().map(|d| d.indirizzo.clone()).collect();
     batch.push(log_record(
         &format!("ricezione-{}", v.kind.id()),
         &c,
-        rcpts,
-        vec![],
+        if original.is_empty() {
+            rcpts
+        } else {
+            &original
+        },
+        v.msg
+            .header("Message-ID")
+            .map(|m| vec![m.trim_matches(|c| c == '<' || c == '>').to_string()])
+            .unwrap_or_default(),
         &v.provider.name,
     ));
     // RFC 6109 §2.2.2, §3.2.4: the sending provider turns the virus notice into the avviso di

@@ -392,6 +392,30 @@ pub async fn records_after(store: &SqliteStore, after: i64) -> anyhow::Result<Ve
         .collect()
 }
 
+/// Every record of the log in the SQLite file at `path`, opened read-only: the store is neither
+/// created nor migrated, so an outside reader (the conformance runner, an auditor) can judge a log
+/// while its provider runs, in this process or another one (RFC 6109 §2.3: kept unmodified).
+pub async fn read_only_records(path: &Path) -> anyhow::Result<Vec<StoredRecord>> {
+    if !path.is_file() {
+        bail!("{}: no such store", path.display());
+    }
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .busy_timeout(Duration::from_secs(10));
+    let mut conn = sqlx::ConnectOptions::connect(&opts)
+        .await
+        .with_context(|| format!("opening {} read-only", path.display()))?;
+    let rows = sqlx::query(concat!("SELECT ", row_columns!(), " FROM log ORDER BY seq"))
+        .fetch_all(&mut conn)
+        .await
+        .with_context(|| format!("reading the log of {}", path.display()))?;
+    let _ = sqlx::Connection::close(conn).await;
+    rows.iter()
+        .map(|r| read_row(r).context("a log row of unexpected type"))
+        .collect()
+}
+
 /// A stored daily seal.
 #[derive(Debug, Clone, Serialize)]
 pub struct Seal {
