@@ -236,7 +236,11 @@ pub fn find_gestore_bin(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         (env.as_deref(), "PEC_GESTORE_BIN"),
     ] {
         if let Some(p) = given {
-            anyhow::ensure!(p.is_file(), "{how} {}: no such file", p.display());
+            anyhow::ensure!(
+                p.is_file(),
+                "{how} {}: no such file (build it with `cargo build -p reference-gestore`)",
+                p.display()
+            );
             return Ok(p.to_path_buf());
         }
     }
