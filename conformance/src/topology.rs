@@ -417,9 +417,9 @@ impl GestoreProcess {
 /// A reference gestore, embedded or a child process: what the runner uses of it.
 pub enum GestoreHandle {
     /// In this process.
-    Embedded(Instance),
+    Embedded(Box<Instance>),
     /// A `pec-gestore serve` child.
-    Process(GestoreProcess),
+    Process(Box<GestoreProcess>),
 }
 
 /// One reference gestore of a running topology.
@@ -788,7 +788,7 @@ impl Topology {
                     // The ports dev::prepare reserved and this gestore did not take (it binds
                     // port 0).
                     dev::release(&inst);
-                    GestoreHandle::Embedded(instance)
+                    GestoreHandle::Embedded(Box::new(instance))
                 }
                 Launch::Process { bin } => {
                     // The child binds its own ports: a kept inbound port must be free for it.
@@ -806,7 +806,7 @@ impl Topology {
                     let p = GestoreProcess::start(bin, &config, &c.store.sqlite, &log)
                         .await
                         .with_context(|| format!("starting gestore {name}"))?;
-                    GestoreHandle::Process(p)
+                    GestoreHandle::Process(Box::new(p))
                 }
             };
             let g = RunningGestore {
