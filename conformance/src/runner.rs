@@ -12,7 +12,7 @@ use crate::scenario::{
     self, Dur, Expect, ExpectLog, ExpectNone, GestoreSpec, Inject, InjectKind, MailboxSpec,
     OriginalSpec, Scenario, Step, Submit,
 };
-use crate::topology::{self, Target, Topology, kind_by_headers};
+use crate::topology::{self, Launch, Target, Topology, kind_by_headers};
 use anyhow::Context;
 use pec_formats::daticert::Daticert;
 use pec_formats::smime::{TrustStore, VerifyOptions};
@@ -20,7 +20,6 @@ use reference_gestore::registro::StoredRecord;
 use reference_gestore::smtp::Reply;
 use reference_gestore::smtp::client::{ClientTls, SmtpClient, Timeouts};
 use reference_gestore::smtp::transcript::{Side, Transcript};
-use reference_gestore::store::Store;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,6 +52,13 @@ pub struct RunArgs {
     /// The requirements catalog.
     #[arg(long, default_value = "requirements.yaml")]
     pub requirements: PathBuf,
+    /// Run the reference gestori inside this process instead of as `pec-gestore serve` children.
+    #[arg(long)]
+    pub embedded: bool,
+    /// The `pec-gestore` executable (else `$PEC_GESTORE_BIN`, else next to this executable or one
+    /// folder up).
+    #[arg(long, value_name = "PATH", conflicts_with = "embedded")]
+    pub gestore_bin: Option<PathBuf>,
 }
 
 /// Whether `id` matches `pattern` (`*` matches any run of characters; without `*`, a substring).
@@ -127,6 +133,13 @@ pub fn run_command(args: &RunArgs) -> anyhow::Result<i32> {
         Some(p) => Some(Arc::new(Target::load(p)?)),
         None => None,
     };
+    let launch = if args.embedded {
+        Launch::Embedded
+    } else {
+        Launch::Process {
+            bin: topology::find_gestore_bin(args.gestore_bin.as_deref())?,
+        }
+    };
     let started = chrono::Utc::now();
     let run_id = started.format("%Y%m%d-%H%M%S").to_string();
     let dir = args.out.join(&run_id);
@@ -141,6 +154,7 @@ pub fn run_command(args: &RunArgs) -> anyhow::Result<i32> {
         args.slow,
         args.jobs.max(1),
         dir.clone(),
+        launch,
     ));
     let report = RunReport {
         schema: report::SCHEMA.into(),
@@ -177,6 +191,7 @@ pub async fn run_all(
     slow: bool,
     jobs: usize,
     dir: PathBuf,
+    launch: Launch,
 ) -> Vec<ScenarioResult> {
     let bar = indicatif::ProgressBar::new(scenarios.len() as u64);
     bar.set_style(
@@ -198,13 +213,23 @@ pub async fn run_all(
             bar.inc(1);
             continue;
         }
-        let (s, target, dir, sem) = (s.clone(), target.clone(), dir.clone(), sem.clone());
+        let (s, target, dir, sem, launch) = (
+            s.clone(),
+            target.clone(),
+            dir.clone(),
+            sem.clone(),
+            launch.clone(),
+        );
         set.spawn(async move {
             let _permit = sem.acquire_owned().await;
             let id = s.id.clone();
             // A panic inside a scenario (e.g. an unfinished library function) fails that
             // scenario only.
-            let r = tokio::spawn(run_scenario(s.clone(), target, slow, dir)).await;
+            let scenario = s.clone();
+            let r = tokio::spawn(async move {
+                run_scenario_with(scenario, target, slow, dir, &launch).await
+            })
+            .await;
             let r = match r {
                 Ok(r) => r,
                 Err(e) => {
@@ -367,12 +392,25 @@ impl StepOutcome {
     }
 }
 
-/// Runs one scenario end to end.
+/// Runs one scenario end to end with embedded reference gestori ([`run_scenario_with`]).
 pub async fn run_scenario(
     s: Scenario,
     target: Option<Arc<Target>>,
     slow: bool,
     out: PathBuf,
+) -> ScenarioResult {
+    run_scenario_with(s, target, slow, out, &Launch::Embedded).await
+}
+
+/// Runs one scenario end to end, its reference gestori started as `launch` says. In process mode
+/// the evidence has each child's stderr (`gestore-<name>.log`) and its command line and pid
+/// (`gestore-<name>.cmd`).
+pub async fn run_scenario_with(
+    s: Scenario,
+    target: Option<Arc<Target>>,
+    slow: bool,
+    out: PathBuf,
+    launch: &Launch,
 ) -> ScenarioResult {
     let t0 = Instant::now();
     let mut result = ScenarioResult::skipped(&s, "");
@@ -386,7 +424,11 @@ pub async fn run_scenario(
                 .collect()
         })
         .unwrap_or_default();
-    let topo = match Topology::start_with_target(&s, &routes, target.as_deref()).await {
+    let rel = format!("evidence/{}", s.id);
+    let logs = out.join(&rel);
+    let started =
+        Topology::start_launched(&s, &routes, target.as_deref(), launch, Some(&logs)).await;
+    let topo = match started {
         Ok(t) => t,
         Err(e) => {
             result.status = Status::Failed;
@@ -483,6 +525,28 @@ pub async fn run_scenario(
         probe: None,
         started: reference_gestore::clock::Clock::now(&*topo_clock),
     };
+    // Process mode: the children's logs (written there by the children) and how they were started.
+    let processes: Vec<(String, String)> = run
+        .topo
+        .gestori
+        .iter()
+        .filter_map(|(name, g)| {
+            let p = g.process()?;
+            let what = format!(
+                "pid: {}\ncommand: {}\nready: {}\nsqlite: {}\n",
+                p.pid,
+                p.command,
+                p.ready.line(),
+                g.sqlite().display()
+            );
+            Some((name.clone(), what))
+        })
+        .collect();
+    for (name, what) in processes {
+        let cmd = run.write_evidence(&format!("gestore-{name}.cmd"), what.as_bytes());
+        run.evidence.push(cmd);
+        run.evidence.push(format!("{}/gestore-{name}.log", run.rel));
+    }
     // What the target's mailboxes hold before the scenario is not new: mark it as seen.
     let external: Vec<Place> = run
         .places
@@ -746,8 +810,10 @@ impl Run {
     }
 
     async fn advance(&mut self, d: &Dur) -> StepOutcome {
-        let chrono_d = chrono::Duration::from_std(d.0).unwrap_or(chrono::Duration::zero());
-        self.topo.clock.advance(chrono_d);
+        // Every clock has moved (each child answered its ADVANCE) before the step passes.
+        if let Err(e) = self.topo.advance(d.0).await {
+            return StepOutcome::fail(format!("{e:#}"));
+        }
         if self.target.is_some() {
             if !self.slow {
                 return StepOutcome::skip(
@@ -800,7 +866,7 @@ impl Run {
         let (addr, tls, password) = match place {
             Some(Place::Reference { gestore, .. }) => {
                 let g = &self.topo.gestori[&gestore];
-                let Some(a) = g.instance.endpoints.submission_tls else {
+                let Some(a) = g.endpoints().submission_tls else {
                     return StepOutcome::fail(format!(
                         "gestore {gestore} has no submission listener"
                     ));
@@ -974,7 +1040,6 @@ impl Run {
                         "the sender must be a mailbox of a reference gestore",
                     );
                 };
-                let gs = &g.instance.gestore;
                 if i.kind == InjectKind::Virus {
                     let original = craft::submission(&Draft {
                         from: from.clone(),
@@ -990,7 +1055,7 @@ impl Run {
                         ..Draft::default()
                     });
                     guarded("virus envelope", || {
-                        craft::signed_envelope(&gs.provider(), &from, &to, &original)
+                        craft::signed_envelope(&g.provider(), &from, &to, &original)
                             .map_err(|e| format!("{e:#}"))
                     })
                     .and_then(|r| r)
@@ -998,7 +1063,7 @@ impl Run {
                     let base = probe_base.as_deref().unwrap_or_default();
                     guarded("hostile-daticert envelope", || {
                         craft::hostile_daticert_envelope(
-                            &gs.signer,
+                            &g.signer,
                             &from,
                             &g.service_address,
                             &to,
@@ -1012,7 +1077,7 @@ impl Run {
                 } else {
                     guarded("bad-daticert envelope", || {
                         craft::bad_daticert_envelope(
-                            &gs.signer,
+                            &g.signer,
                             &from,
                             &g.service_address,
                             &to,
@@ -1031,7 +1096,7 @@ impl Run {
         };
         let (addr, tls) = match &gestore {
             Some(g) => {
-                let Some(a) = self.topo.gestori[g].instance.endpoints.inbound else {
+                let Some(a) = self.topo.gestori[g].endpoints().inbound else {
                     return StepOutcome::fail(format!("gestore {g} has no inbound listener"));
                 };
                 let tls = if i.kind == InjectKind::Ordinary {
@@ -1078,7 +1143,7 @@ impl Run {
                 let Some(g) = self.topo.gestori.get(gestore) else {
                     return Vec::new();
                 };
-                match g.instance.gestore.store.mailbox(address, "INBOX").await {
+                match g.mailbox(address).await {
                     Ok(ms) => ms
                         .into_iter()
                         .map(|m| Received {
@@ -1374,7 +1439,7 @@ impl Run {
                 .topo
                 .gestori
                 .get(g)
-                .and_then(|g| g.instance.gestore.signer.cert.to_der().ok());
+                .and_then(|g| g.signer.cert.to_der().ok());
             let got = parsed
                 .as_ref()
                 .ok()
@@ -1476,7 +1541,7 @@ impl Run {
                 l.gestore
             ));
         };
-        let db = g.db.clone();
+        let db = g.sqlite().to_path_buf();
         let saved = l.message.as_ref().and_then(|m| self.saved.get(m));
         let d = saved.and_then(|s| daticert_of(&s.raw));
         let mut x = crate::logcheck::LogExpectation {
@@ -1502,7 +1567,7 @@ impl Run {
                 .topo
                 .gestori
                 .values()
-                .map(|g| g.instance.gestore.config.provider.name.clone())
+                .map(|g| g.config.provider.name.clone())
                 .collect(),
         };
         if l.message.is_some() && x.msgid.is_none() {

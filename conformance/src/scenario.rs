@@ -3,8 +3,7 @@
 //! for references that cannot resolve (an unknown mailbox, gestore, kind or saved message). Every
 //! error names the file, the line and what is wrong.
 //!
-//! A scenario names a topology of gestori (and the form of their provider directory: `ldif` or
-//! `signed`) (reference providers embedded in-process, or an external
+//! A scenario names a topology of gestori (reference providers the runner starts, or an external
 //! target), mailboxes on them, and steps: `submit`, `inject`, `advance_clock`, `wait`, `link`,
 //! `expect`, `expect_reply`, `expect_none`, `expect_log`. The catalog's README (`scenarios/README.md`) shows each.
 
@@ -163,7 +162,7 @@ pub enum DirectoryForm {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum GestoreSpec {
-    /// A reference gestore started in-process for this scenario.
+    /// A reference gestore the runner starts for this scenario (a process, or in-process).
     Reference(ReferenceSpec),
     /// The gestore under test, described by the `--target` file (the value must be `target`).
     External(String),

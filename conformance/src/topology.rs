@@ -1,25 +1,34 @@
-//! A scenario's topology: reference gestori embedded in this process (each scenario in its own
-//! temporary folder, on loopback, sharing one [`ManualClock`]), the links between them (every
+//! A scenario's topology: reference gestori (each scenario in its own temporary folder, on
+//! loopback), by default as `pec-gestore serve` child processes on a manual clock moved over their
+//! control port, or embedded in this process sharing one [`ManualClock`] (`--embedded`); both
+//! behind one [`RunningGestore`] handle. Then the links between them (every
 //! provider-to-provider path goes through a small SMTP relay of the runner, so a scenario can take
 //! a link down or drop messages of some kinds), a sink for ordinary (non-PEC) mail, and the
 //! description of a third-party gestore under test (`--target FILE`).
 
 use crate::scenario::{DirectoryForm, GestoreSpec, LinkState, MailboxSpec, Scenario};
 use anyhow::Context;
+use pec_formats::build::Provider;
+use pec_formats::smime::Signer;
 use reference_gestore::clock::ManualClock;
 use reference_gestore::config::{Config, MailboxConfig};
+use reference_gestore::control::Ready;
 use reference_gestore::dev;
-use reference_gestore::instance::Instance;
+use reference_gestore::gestore;
+use reference_gestore::instance::{Endpoints, Instance};
 use reference_gestore::smtp::Reply;
 use reference_gestore::smtp::client::{ClientTls, SmtpClient, Timeouts};
 use reference_gestore::smtp::server::{self, Handler, Mode, SessionConfig, SessionInfo};
 use reference_gestore::smtp::transcript::{Side, Transcript};
+use reference_gestore::store::{SqliteStore, Store, StoredMessage};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use tokio::net::TcpListener;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 /// The local part that names a gestore's service address in a scenario mailbox.
@@ -249,6 +258,220 @@ impl Handler for Sink {
     }
 }
 
+/// How the runner starts its reference gestori.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Launch {
+    /// Inside the runner's process, sharing its [`ManualClock`] (`--embedded`).
+    Embedded,
+    /// As `pec-gestore serve --manual-clock --control 127.0.0.1:0` child processes of this binary.
+    Process {
+        /// The `pec-gestore` executable.
+        bin: PathBuf,
+    },
+}
+
+/// How long a child may take to print its ready line (it hashes the mailbox passwords first).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a control command may take.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `pec-gestore` for process mode: `explicit` (`--gestore-bin`), else `$PEC_GESTORE_BIN`, else
+/// next to this executable or one folder up (`target/debug/deps/` → `target/debug/`). The error
+/// says how to get one.
+pub fn find_gestore_bin(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let env = std::env::var_os("PEC_GESTORE_BIN").map(PathBuf::from);
+    for (given, how) in [
+        (explicit, "--gestore-bin"),
+        (env.as_deref(), "PEC_GESTORE_BIN"),
+    ] {
+        if let Some(p) = given {
+            anyhow::ensure!(
+                p.is_file(),
+                "{how} {}: no such file (build it with `cargo build -p reference-gestore`)",
+                p.display()
+            );
+            return Ok(p.to_path_buf());
+        }
+    }
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let name = format!("pec-gestore{}", std::env::consts::EXE_SUFFIX);
+    let here = exe.parent();
+    for dir in [here, here.and_then(Path::parent)].into_iter().flatten() {
+        let p = dir.join(&name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    anyhow::bail!(
+        "{name} not found next to {} or one folder up: build it with \
+         `cargo build -p reference-gestore`, pass --gestore-bin PATH (or set PEC_GESTORE_BIN), \
+         or run the reference gestori in-process with --embedded",
+        exe.display()
+    )
+}
+
+/// A reference gestore running as a `pec-gestore serve` child process.
+pub struct GestoreProcess {
+    child: tokio::process::Child,
+    /// Its process id.
+    pub pid: u32,
+    /// The command line it was started with.
+    pub command: String,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+    /// What its ready line said.
+    pub ready: Ready,
+    control: tokio::sync::Mutex<BufReader<TcpStream>>,
+    store: SqliteStore,
+}
+
+/// The last `n` lines of a log file, for error messages.
+fn log_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl GestoreProcess {
+    /// Starts `bin serve --config <config> --manual-clock --control 127.0.0.1:0`, stderr to `log`,
+    /// and waits (at most [`READY_TIMEOUT`]) for its ready line; then connects to its control port
+    /// and opens its store read-only at `sqlite`.
+    pub async fn start(
+        bin: &Path,
+        config: &Path,
+        sqlite: &Path,
+        log: &Path,
+    ) -> anyhow::Result<GestoreProcess> {
+        let stderr = std::fs::File::create(log)
+            .with_context(|| format!("creating the gestore log {}", log.display()))?;
+        let args = [
+            "serve".to_string(),
+            "--config".into(),
+            config.display().to_string(),
+            "--manual-clock".into(),
+            "--control".into(),
+            "127.0.0.1:0".into(),
+        ];
+        let command = std::iter::once(bin.display().to_string())
+            .chain(args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut child = tokio::process::Command::new(bin)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting `{command}`"))?;
+        let pid = child.id().unwrap_or_default();
+        let Some(stdout) = child.stdout.take() else {
+            anyhow::bail!("`{command}`: no stdout");
+        };
+        let mut lines = BufReader::new(stdout).lines();
+        let waited = tokio::time::timeout(READY_TIMEOUT, async {
+            loop {
+                match lines.next_line().await {
+                    Ok(Some(l)) => match Ready::parse_line(&l) {
+                        Some(r) => return r.map_err(|e| anyhow::anyhow!(e)),
+                        None => continue,
+                    },
+                    Ok(None) => anyhow::bail!("it ended before it was ready"),
+                    Err(e) => anyhow::bail!("reading its stdout: {e}"),
+                }
+            }
+        })
+        .await;
+        let failure = match waited {
+            Ok(Ok(ready)) => Ok(ready),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no ready line within {}s", READY_TIMEOUT.as_secs())),
+        };
+        let ready = match failure {
+            Ok(r) => r,
+            Err(why) => {
+                let _ = child.start_kill();
+                let status = child
+                    .wait()
+                    .await
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                anyhow::bail!(
+                    "`{command}` (pid {pid}): {why} ({status}); its stderr ({}) ends with:\n{}",
+                    log.display(),
+                    log_tail(log, 20)
+                );
+            }
+        };
+        // Nothing else comes on stdout; drained so that the child never blocks on it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let Some(control) = ready.control else {
+            anyhow::bail!("`{command}`: the ready line has no control port");
+        };
+        let stream = TcpStream::connect(control)
+            .await
+            .with_context(|| format!("connecting to the control port {control} of pid {pid}"))?;
+        let store = SqliteStore::open_read_only(sqlite)
+            .await
+            .with_context(|| format!("opening {} read-only", sqlite.display()))?;
+        Ok(GestoreProcess {
+            child,
+            pid,
+            command,
+            log: log.to_path_buf(),
+            ready,
+            control: tokio::sync::Mutex::new(BufReader::new(stream)),
+            store,
+        })
+    }
+
+    /// Sends one control command and returns what follows `OK `.
+    async fn control(&self, command: &str) -> anyhow::Result<String> {
+        let mut c = self.control.lock().await;
+        let exchange = async {
+            c.get_mut()
+                .write_all(format!("{command}\r\n").as_bytes())
+                .await?;
+            let mut reply = String::new();
+            c.read_line(&mut reply).await?;
+            Ok::<_, std::io::Error>(reply)
+        };
+        let reply = match tokio::time::timeout(CONTROL_TIMEOUT, exchange).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => anyhow::bail!("control port of pid {}: {e}", self.pid),
+            Err(_) => anyhow::bail!(
+                "control port of pid {}: no reply to `{command}` within {}s",
+                self.pid,
+                CONTROL_TIMEOUT.as_secs()
+            ),
+        };
+        match reply.trim_end().strip_prefix("OK ") {
+            Some(now) => Ok(now.to_string()),
+            None if reply.is_empty() => anyhow::bail!(
+                "control port of pid {}: closed; its stderr ends with:\n{}",
+                self.pid,
+                log_tail(&self.log, 20)
+            ),
+            None => anyhow::bail!("control port of pid {}: `{}`", self.pid, reply.trim_end()),
+        }
+    }
+
+    /// Kills the child and waits for it.
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+/// A reference gestore, embedded or a child process: what the runner uses of it.
+pub enum GestoreHandle {
+    /// In this process.
+    Embedded(Box<Instance>),
+    /// A `pec-gestore serve` child.
+    Process(Box<GestoreProcess>),
+}
+
 /// One reference gestore of a running topology.
 pub struct RunningGestore {
     /// Its name in the scenario.
@@ -257,10 +480,72 @@ pub struct RunningGestore {
     pub domain: String,
     /// Its service address (From of notices, mailReceipt).
     pub service_address: String,
-    /// The running instance.
-    pub instance: Instance,
-    /// Its SQLite store (the message log is read from it, read-only: RFC 6109 §2.3).
-    pub db: PathBuf,
+    /// The config it runs with.
+    pub config: Config,
+    /// Its signing identity, loaded from the config's key and certificate files (RFC 6109 §5.5),
+    /// so that the runner can sign as this gestore in either mode.
+    pub signer: Signer,
+    /// The running gestore.
+    pub handle: GestoreHandle,
+}
+
+impl RunningGestore {
+    /// Where it listens.
+    pub fn endpoints(&self) -> Endpoints {
+        match &self.handle {
+            GestoreHandle::Embedded(i) => i.endpoints,
+            GestoreHandle::Process(p) => p.ready.endpoints,
+        }
+    }
+
+    /// The provider as the message builders see it (crafted injections signed as this gestore).
+    pub fn provider(&self) -> Provider<'_> {
+        gestore::provider_of(&self.config, &self.signer)
+    }
+
+    /// Its SQLite store.
+    pub fn sqlite(&self) -> &Path {
+        &self.config.store.sqlite
+    }
+
+    /// The child process, in process mode.
+    pub fn process(&self) -> Option<&GestoreProcess> {
+        match &self.handle {
+            GestoreHandle::Process(p) => Some(p),
+            GestoreHandle::Embedded(_) => None,
+        }
+    }
+
+    /// The INBOX of a mailbox, in UID order.
+    pub async fn mailbox(&self, address: &str) -> anyhow::Result<Vec<StoredMessage>> {
+        let store = match &self.handle {
+            GestoreHandle::Embedded(i) => &i.gestore.store,
+            GestoreHandle::Process(p) => &p.store,
+        };
+        Ok(store.mailbox(address, "INBOX").await?)
+    }
+
+    /// Moves its clock forward: an embedded gestore shares the topology's clock (moved by
+    /// [`Topology::advance`]); a child is told over its control port, and this returns once it
+    /// answered that its clock moved.
+    pub async fn advance(&self, by: Duration) -> anyhow::Result<()> {
+        match &self.handle {
+            GestoreHandle::Embedded(_) => Ok(()),
+            GestoreHandle::Process(p) => {
+                // The protocol counts whole seconds: a fraction rounds up.
+                let secs = by.as_secs() + u64::from(by.subsec_nanos() > 0);
+                p.control(&format!("ADVANCE {secs}")).await.map(|_| ())
+            }
+        }
+    }
+
+    /// Stops it (a child is killed and waited for).
+    pub async fn stop(self) {
+        match self.handle {
+            GestoreHandle::Embedded(i) => i.stop().await,
+            GestoreHandle::Process(p) => p.stop().await,
+        }
+    }
 }
 
 /// A running topology.
@@ -309,13 +594,26 @@ impl Topology {
         Topology::start_with_target(s, target_routes, None).await
     }
 
-    /// [`Topology::start`], and with a target its reference gestori also trust the target's `ca`
-    /// (TLS and signatures) and list its `directory_entry` in their provider directory
-    /// (RFC 6109 §4.5), so that its receipts are accepted as PEC.
+    /// [`Topology::start_launched`] with embedded gestori.
     pub async fn start_with_target(
         s: &Scenario,
         target_routes: &[(String, String)],
         target: Option<&Target>,
+    ) -> anyhow::Result<Topology> {
+        Topology::start_launched(s, target_routes, target, &Launch::Embedded, None).await
+    }
+
+    /// [`Topology::start`], and with a target its reference gestori also trust the target's `ca`
+    /// (TLS and signatures) and list its `directory_entry` in their provider directory
+    /// (RFC 6109 §4.5), so that its receipts are accepted as PEC. `launch` says how the gestori
+    /// run; child processes write their stderr to `logs/gestore-<name>.log` (`logs`: the
+    /// scenario's evidence folder; the topology's temporary folder without it).
+    pub async fn start_launched(
+        s: &Scenario,
+        target_routes: &[(String, String)],
+        target: Option<&Target>,
+        launch: &Launch,
+        logs: Option<&Path>,
     ) -> anyhow::Result<Topology> {
         let dir = tempfile::Builder::new()
             .prefix("pec-conformance-")
@@ -549,25 +847,48 @@ impl Topology {
                     }
                 }
             }
-            let db = c.store.sqlite.clone();
-            let instance = Instance::start(c, clock.clone())
-                .await
-                .with_context(|| format!("starting gestore {name}"))?;
-            // The ports dev::prepare reserved and this gestore did not take (it binds port 0).
-            dev::release(&inst);
-            if let (Some(cell), Some(addr)) = (inbound.get(&name), instance.endpoints.inbound) {
+            let signer = gestore::load_signer(&c).with_context(|| format!("gestore {name}"))?;
+            let handle = match launch {
+                Launch::Embedded => {
+                    let instance = Instance::start(c.clone(), clock.clone())
+                        .await
+                        .with_context(|| format!("starting gestore {name}"))?;
+                    // The ports dev::prepare reserved and this gestore did not take (it binds
+                    // port 0).
+                    dev::release(&inst);
+                    GestoreHandle::Embedded(Box::new(instance))
+                }
+                Launch::Process { bin } => {
+                    // The child binds its own ports: a kept inbound port must be free for it.
+                    dev::release(&inst);
+                    let config = dir.path().join(format!("{name}.yaml"));
+                    let yaml = c
+                        .to_yaml()
+                        .map_err(|e| anyhow::anyhow!("gestore {name}: its config: {e}"))?;
+                    std::fs::write(&config, yaml)
+                        .with_context(|| format!("writing {}", config.display()))?;
+                    let logs = logs.unwrap_or(dir.path());
+                    std::fs::create_dir_all(logs)
+                        .with_context(|| format!("creating {}", logs.display()))?;
+                    let log = logs.join(format!("gestore-{name}.log"));
+                    let p = GestoreProcess::start(bin, &config, &c.store.sqlite, &log)
+                        .await
+                        .with_context(|| format!("starting gestore {name}"))?;
+                    GestoreHandle::Process(Box::new(p))
+                }
+            };
+            let g = RunningGestore {
+                name: name.clone(),
+                domain: inst.domain.clone(),
+                service_address: inst.service_address.clone(),
+                config: c,
+                signer,
+                handle,
+            };
+            if let (Some(cell), Some(addr)) = (inbound.get(&name), g.endpoints().inbound) {
                 let _ = cell.set(addr);
             }
-            gestori.insert(
-                name.clone(),
-                RunningGestore {
-                    name: name.clone(),
-                    domain: inst.domain.clone(),
-                    service_address: inst.service_address.clone(),
-                    instance,
-                    db,
-                },
-            );
+            gestori.insert(name.clone(), g);
         }
         Ok(Topology {
             gestori,
@@ -582,11 +903,25 @@ impl Topology {
         })
     }
 
+    /// Moves time forward by `by`: the runner's own clock (shared with embedded gestori) and
+    /// every child's, each of which has answered that its clock moved when this returns
+    /// (RFC 6109 §3.1.6 deadlines without waiting).
+    pub async fn advance(&self, by: Duration) -> anyhow::Result<()> {
+        let d = chrono::Duration::from_std(by).context("advance: the duration is too long")?;
+        self.clock.advance(d);
+        for (name, g) in &self.gestori {
+            g.advance(by)
+                .await
+                .with_context(|| format!("moving the clock of gestore {name}"))?;
+        }
+        Ok(())
+    }
+
     /// Stops everything.
     pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
         for (_, g) in std::mem::take(&mut self.gestori) {
-            g.instance.stop().await;
+            g.stop().await;
         }
         while self.tasks.join_next().await.is_some() {}
     }

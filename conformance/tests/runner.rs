@@ -3,8 +3,9 @@
 //! stores with a deadline).
 
 use pec_conformance::run_report::Status;
-use pec_conformance::runner::run_scenario;
+use pec_conformance::runner::{run_scenario, run_scenario_with};
 use pec_conformance::scenario::{Dur, LogEvent, Scenario, Step, load_requirements};
+use pec_conformance::topology::Launch;
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -148,6 +149,67 @@ fn submit_transcript_is_from_the_wire(out: &Path, t: &str) {
     assert!(link.contains("C: [message: "), "{link}");
     // B's receipts go back to A through the other link.
     assert!(dir.join("links/B-A.transcript").is_file());
+}
+
+/// Process mode: the reference gestori are `pec-gestore serve` children (the binary found as the
+/// runner finds it: built by `cargo test --workspace` or `cargo build -p reference-gestore`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenarios_pass_with_gestori_as_processes_and_keep_their_logs() {
+    let bin = pec_conformance::topology::find_gestore_bin(None).unwrap_or_else(|e| panic!("{e:#}"));
+    let launch = Launch::Process { bin };
+    let out = tempfile::tempdir().unwrap();
+    for id in [
+        // advance_clock on a §12 path: the children's clocks move over their control ports.
+        "timers.presa-no-delivery",
+        // inject: an envelope signed with A's key loaded from its files, not from an instance.
+        "reception.bad-daticert-anomaly",
+        // submit with every receipt.
+        "delivery.to-one.completa",
+        // a full mailbox.
+        "delivery.full-mailbox",
+    ] {
+        let r =
+            run_scenario_with(scenario(id), None, false, out.path().to_path_buf(), &launch).await;
+        assert_eq!(
+            r.status,
+            Status::Passed,
+            "{id}: {:?}\n{}",
+            r.message,
+            failures(&r)
+        );
+        // Every reference gestore left its stderr log and its command line with its pid.
+        let gestori: Vec<_> = r.gestori.iter().filter(|g| g.role == "reference").collect();
+        assert!(!gestori.is_empty(), "{id}");
+        for g in gestori {
+            let log = format!("evidence/{id}/gestore-{}.log", g.name);
+            let cmd = format!("evidence/{id}/gestore-{}.cmd", g.name);
+            assert!(r.evidence.contains(&log), "{id}: {:?}", r.evidence);
+            assert!(r.evidence.contains(&cmd), "{id}: {:?}", r.evidence);
+            assert!(out.path().join(&log).is_file(), "{log}");
+            let text = std::fs::read_to_string(out.path().join(&cmd)).unwrap();
+            let pid: u32 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("pid: "))
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("{cmd}: no pid in {text}"));
+            assert!(pid > 0, "{text}");
+            assert!(
+                text.contains("serve --config") && text.contains("--manual-clock"),
+                "{text}"
+            );
+        }
+    }
+}
+
+/// A missing `pec-gestore` is a clear error that says how to build it.
+#[test]
+fn a_missing_gestore_binary_says_how_to_get_one() {
+    let e =
+        pec_conformance::topology::find_gestore_bin(Some(Path::new("/nonexistent/pec-gestore")))
+            .unwrap_err()
+            .to_string();
+    assert!(e.contains("--gestore-bin /nonexistent/pec-gestore"), "{e}");
+    assert!(e.contains("cargo build -p reference-gestore"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,7 @@
 //! config file's folder. Every limit that real providers set differently is a profile setting
 //! (anchors §D: size, size × recipients, recipients, ordinary mail policy, receipt text form).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ pub struct ConfigError {
 }
 
 /// The whole config file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Who the provider is.
@@ -62,7 +62,7 @@ pub struct Config {
 }
 
 /// Who the provider is.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     /// The provider name: `gestore-emittente` in daticert and `providerName` in the directory.
@@ -76,7 +76,7 @@ pub struct ProviderConfig {
 }
 
 /// Listening addresses; `127.0.0.1:0` picks a free port.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listeners {
     /// Submission with implicit TLS (RFC 8314).
@@ -101,7 +101,7 @@ pub struct Listeners {
 }
 
 /// TLS material.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Certificate chain, PEM.
@@ -111,7 +111,7 @@ pub struct TlsConfig {
 }
 
 /// The signing identity.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SigningConfig {
     /// Provider certificate, PEM.
@@ -131,7 +131,7 @@ fn default_digest() -> String {
 }
 
 /// Where the store lives.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// The SQLite database file.
@@ -148,7 +148,7 @@ impl Default for StoreConfig {
 
 /// What the provider does with ordinary (non-PEC) mail arriving for a PEC mailbox
 /// (RFC 6109 §2.2.2, §3.2.2; Aruba refuses by default and lets the holder enable it: anchors §D).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OrdinaryMail {
     /// Wrap it in a busta di anomalia and deliver it.
@@ -161,7 +161,7 @@ pub enum OrdinaryMail {
 
 /// Limits and policies. The defaults follow the rules where they set a value and Aruba's public
 /// limits where they do not (anchors §D).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Profile {
     /// The largest message accepted (bytes), `100MiB`-style strings allowed.
@@ -204,7 +204,7 @@ impl Default for Profile {
 }
 
 /// The time limits of RFC 6109 §3.1.6, configurable so tests can shorten them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     /// The preavviso deadline (12h).
@@ -223,7 +223,7 @@ impl Default for Timeouts {
 }
 
 /// Antivirus engine.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Antivirus {
     /// clamd's socket (`/path/clamd.sock` or `127.0.0.1:3310`); absent: the built-in scanner.
@@ -231,7 +231,7 @@ pub struct Antivirus {
 }
 
 /// A mailbox to create at start.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MailboxConfig {
     /// The address.
@@ -290,6 +290,19 @@ impl std::str::FromStr for ByteSize {
             ("GiB", 1024 * 1024 * 1024),
         ];
         number_with_unit(s, UNITS).map(ByteSize)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl Serialize for Duration {
+    /// As seconds.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
     }
 }
 
@@ -354,6 +367,15 @@ impl Config {
         let c: Config = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
         c.check()?;
         Ok(c)
+    }
+
+    /// The config as YAML that [`Config::from_yaml`] reads back, with every path made absolute
+    /// (against the current folder), so that the file may be written anywhere.
+    pub fn to_yaml(&self) -> Result<String, String> {
+        let mut c = self.clone();
+        let cwd = std::env::current_dir().map_err(|e| format!("the current folder: {e}"))?;
+        c.resolve_paths(&cwd);
+        serde_saphyr::to_string(&c).map_err(|e| e.to_string())
     }
 
     fn check(&self) -> Result<(), String> {
@@ -486,6 +508,32 @@ timeouts: { preavviso: 90m, finale: 3h }
         assert_eq!(c.route_for("PEC.B.test"), Some("127.0.0.1:2526"));
         assert_eq!(c.route_for("elsewhere.test"), Some("127.0.0.1:2600"));
         assert!(c.is_local_domain("Pec.A.Test"));
+    }
+
+    #[test]
+    fn a_config_written_as_yaml_reads_back_the_same() {
+        let mut c = Config::from_yaml(MINIMAL).unwrap();
+        c.log.tsa_local = Some(crate::registro::LocalTsa {
+            cert: "tsa.pem".into(),
+            key: "/abs/tsa.key".into(),
+        });
+        let yaml = c.to_yaml().unwrap();
+        let back = Config::from_yaml(&yaml).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        // Relative paths became absolute; the rest is unchanged.
+        assert_eq!(back.tls.cert, cwd.join("tls.pem"));
+        assert_eq!(back.trust, vec![cwd.join("ca.pem")]);
+        assert_eq!(
+            back.log.tsa_local.unwrap().key,
+            PathBuf::from("/abs/tsa.key")
+        );
+        assert_eq!(back.profile.max_message_size, ByteSize(30_000_000));
+        assert_eq!(back.profile.ordinary_mail, c.profile.ordinary_mail);
+        assert_eq!(back.timeouts.preavviso, Duration(5400));
+        assert_eq!(back.listeners.submission_tls, c.listeners.submission_tls);
+        assert_eq!(back.listeners.imap_tls, None);
+        assert_eq!(back.routes, c.routes);
+        assert_eq!(back.log.retention, c.log.retention);
     }
 
     #[test]

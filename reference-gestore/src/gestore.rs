@@ -44,6 +44,46 @@ pub fn read_pem(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
+/// The signing identity the config names: key, certificate, chain and digest (RFC 6109 §5.5).
+/// Also for a harness that signs as this provider without running it (the conformance runner).
+pub fn load_signer(config: &Config) -> anyhow::Result<Signer> {
+    let key = PKey::private_key_from_pem(&read_pem(&config.signing.key)?)
+        .with_context(|| format!("signing key {}", config.signing.key.display()))?;
+    let cert = X509::from_pem(&read_pem(&config.signing.cert)?)
+        .with_context(|| format!("signing certificate {}", config.signing.cert.display()))?;
+    let mut chain = Vec::new();
+    for p in &config.signing.chain {
+        chain.extend(X509::stack_from_pem(&read_pem(p)?).with_context(|| p.display().to_string())?);
+    }
+    Ok(Signer {
+        key,
+        cert,
+        chain,
+        digest: digest_from_name(&config.signing.digest)?,
+    })
+}
+
+/// The provider as the builders see it, from its config and signing identity: name, first
+/// domain, receipt text form and S/MIME spelling (profile settings, digest §4.1).
+pub fn provider_of<'a>(config: &'a Config, signer: &'a Signer) -> Provider<'a> {
+    // Config::check makes sure there is a domain.
+    let domain = config.provider.domains.first().map_or("", String::as_str);
+    let mut p = Provider::new(&config.provider.name, domain, signer);
+    p.options = BuildOptions {
+        text_form: if config.profile.text_form == "alternative" {
+            TextForm::Alternative
+        } else {
+            TextForm::Plain
+        },
+        signature_style: if config.profile.signature_style == "legacy" {
+            SignatureStyle::Legacy
+        } else {
+            SignatureStyle::Rfc5751
+        },
+    };
+    p
+}
+
 /// The digest named in the config (`sha256`, `sha1`, `sha384`, `sha512`).
 pub fn digest_from_name(name: &str) -> anyhow::Result<DigestAlg> {
     Ok(match name.to_ascii_lowercase().replace('-', "").as_str() {
@@ -88,22 +128,7 @@ impl Gestore {
     /// Loads every file the config names, opens the store and creates the configured mailboxes
     /// that do not exist yet.
     pub async fn open(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Gestore>> {
-        let key = PKey::private_key_from_pem(&read_pem(&config.signing.key)?)
-            .with_context(|| format!("signing key {}", config.signing.key.display()))?;
-        let cert = X509::from_pem(&read_pem(&config.signing.cert)?)
-            .with_context(|| format!("signing certificate {}", config.signing.cert.display()))?;
-        let mut chain = Vec::new();
-        for p in &config.signing.chain {
-            chain.extend(
-                X509::stack_from_pem(&read_pem(p)?).with_context(|| p.display().to_string())?,
-            );
-        }
-        let signer = Signer {
-            key,
-            cert,
-            chain,
-            digest: digest_from_name(&config.signing.digest)?,
-        };
+        let signer = load_signer(&config)?;
         let directory = load_directory(&config)?;
         let mut anchors = directory.trusted_certificates();
         for p in &config.trust {
@@ -145,20 +170,7 @@ impl Gestore {
 
     /// The provider as the builders see it.
     pub fn provider(&self) -> Provider<'_> {
-        let mut p = Provider::new(&self.config.provider.name, self.domain(), &self.signer);
-        p.options = BuildOptions {
-            text_form: if self.config.profile.text_form == "alternative" {
-                TextForm::Alternative
-            } else {
-                TextForm::Plain
-            },
-            signature_style: if self.config.profile.signature_style == "legacy" {
-                SignatureStyle::Legacy
-            } else {
-                SignatureStyle::Rfc5751
-            },
-        };
-        p
+        provider_of(&self.config, &self.signer)
     }
 
     /// The provider's main PEC domain (the first configured).

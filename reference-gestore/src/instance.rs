@@ -17,7 +17,7 @@ use crate::tls;
 use crate::worker;
 use crate::{imap, pop3};
 use anyhow::Context;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// Where a running provider listens.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Endpoints {
     /// Submission with implicit TLS.
     pub submission_tls: Option<SocketAddr>,

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod antivirus;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod delivery_point;
 pub mod dev;
 pub mod gestore;

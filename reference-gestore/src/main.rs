@@ -3,11 +3,14 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use reference_gestore::admin::{self, MailboxOp};
-use reference_gestore::clock::{Clock, SystemClock};
+use reference_gestore::clock::{Clock, ManualClock, SystemClock};
 use reference_gestore::config::{ByteSize, Config};
+use reference_gestore::control;
 use reference_gestore::dev;
 use reference_gestore::instance::Instance;
 use reference_gestore::store::SqliteStore;
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -30,6 +33,14 @@ enum Command {
         /// The config file.
         #[arg(long)]
         config: PathBuf,
+        /// Run on a manual clock that starts at the real time and moves only by `--control`
+        /// (tests and the conformance runner: the 12h/24h deadlines without waiting).
+        #[arg(long)]
+        manual_clock: bool,
+        /// With --manual-clock: a loopback address for the control port (`ADVANCE <seconds>`,
+        /// `NOW`); port 0 picks a free one, printed in the ready line.
+        #[arg(long, value_name = "ADDR", requires = "manual_clock")]
+        control: Option<SocketAddr>,
     },
     /// Runs ready-made providers on loopback, creating everything they need in a state folder.
     Dev {
@@ -119,12 +130,49 @@ async fn wait_for_ctrl_c() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = SystemClock::new();
     match cli.command {
-        Command::Serve { config } => {
+        Command::Serve {
+            config,
+            manual_clock,
+            control,
+        } => {
+            if let Some(a) = control {
+                control::check_address(a).map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
             let c = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
             let name = c.provider.name.clone();
+            let manual = manual_clock.then(ManualClock::new);
+            let clock = match &manual {
+                Some(m) => m.clone() as Arc<dyn Clock>,
+                None => clock,
+            };
             let i = Instance::start(c, clock).await?;
+            let (stop_control, rx) = tokio::sync::watch::channel(false);
+            let mut control_addr = None;
+            let mut control_task = None;
+            if let (Some(addr), Some(m)) = (control, manual) {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the control port {addr}"))?;
+                control_addr = Some(l.local_addr()?);
+                control_task = Some(tokio::spawn(control::serve(l, m, rx)));
+            }
             eprintln!("{name}: {}", serde_json::to_string(&i.endpoints)?);
+            // One line on stdout once every listener is bound: what a harness waits for.
+            let ready = control::Ready {
+                endpoints: i.endpoints,
+                control: control_addr,
+            };
+            {
+                let mut out = std::io::stdout().lock();
+                // A closed stdout (a harness that stopped reading) does not stop the gestore.
+                let _ = writeln!(out, "{}", ready.line());
+                let _ = out.flush();
+            }
             wait_for_ctrl_c().await;
+            let _ = stop_control.send(true);
+            if let Some(t) = control_task {
+                let _ = t.await;
+            }
             i.stop().await;
         }
         Command::Admin {

@@ -110,7 +110,7 @@ pub const MAX_EXTRACT_DAYS: i64 = 7;
 const TSA_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `log:` section of the config.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// An RFC 3161 TSA reached over HTTP (`http://host:port/path`; RFC 3161 §3.4).
@@ -125,7 +125,7 @@ pub struct LogConfig {
 }
 
 /// The built-in TSA's identity (PEM files).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocalTsa {
     /// The TSA certificate.

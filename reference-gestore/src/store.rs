@@ -590,6 +590,25 @@ impl SqliteStore {
         Self::with_options(opts).await
     }
 
+    /// Opens an existing database read-only, for a process that only looks (the conformance
+    /// runner reading a `pec-gestore serve` child's mailboxes while the child writes). WAL lets a
+    /// reader see committed rows without blocking the writer; the busy timeout covers checkpoints.
+    pub async fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(std::time::Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await
+            .map_err(db("open read-only"))?;
+        Ok(SqliteStore {
+            pool,
+            changes: std::sync::Arc::new(watch::channel(0).0),
+        })
+    }
+
     /// An in-memory database (tests of the store itself).
     pub async fn memory() -> Result<SqliteStore, StoreError> {
         let opts = SqliteConnectOptions::from_str("sqlite::memory:").map_err(db("open"))?;
@@ -1608,5 +1627,41 @@ mod tests {
         let log = s.log().await.unwrap();
         assert_eq!(log.len(), 1);
         assert_eq!(log[0].recipients, vec!["bob@b".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn a_read_only_store_sees_what_the_writer_commits_and_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gestore.db");
+        let w = SqliteStore::open(&path).await.unwrap();
+        let r = SqliteStore::open_read_only(&path).await.unwrap();
+        assert!(r.mailbox("bob@b", "INBOX").await.unwrap().is_empty());
+        let mut b = Batch::new(t0());
+        b.push(Op::Deliver {
+            mailbox: "bob@b".into(),
+            folder: "INBOX".into(),
+            raw: b"Subject: x\r\n\r\nbody\r\n".to_vec(),
+            kind: "ordinary".into(),
+            message_id: None,
+        });
+        w.commit(b).await.unwrap();
+        let got = r.mailbox("bob@b", "INBOX").await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].kind, "ordinary");
+        let refused = r
+            .put_account(&Account {
+                address: "eve@b".into(),
+                password_hash: "h".into(),
+                quota: 1,
+                disabled: false,
+            })
+            .await;
+        assert!(refused.is_err());
+        // A missing file is an error, not a new empty store.
+        assert!(
+            SqliteStore::open_read_only(&dir.path().join("absent.db"))
+                .await
+                .is_err()
+        );
     }
 }
