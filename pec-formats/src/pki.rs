@@ -2,9 +2,9 @@
 //! (key usage digitalSignature critical, AKI, SKI, SAN rfc822Name with the provider's address, no
 //! basic constraints), generated on demand and written to / read from a folder.
 
-use crate::smime::{DigestAlg, Signer, SmimeError};
+use crate::smime::{DigestAlg, RevocationReason, Signer, SmimeError, time_der};
 use chrono::{DateTime, Duration, Utc};
-use openssl::asn1::Asn1Time;
+use openssl::asn1::{Asn1Object, Asn1OctetString, Asn1Time};
 use openssl::bn::{BigNum, MsbOption};
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
@@ -13,7 +13,10 @@ use openssl::x509::extension::{
     AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
     SubjectKeyIdentifier,
 };
-use openssl::x509::{X509, X509Builder, X509Name, X509NameBuilder, X509NameRef};
+use openssl::x509::{
+    X509, X509Builder, X509Crl, X509CrlBuilder, X509Extension, X509Name, X509NameBuilder,
+    X509NameRef, X509Ref, X509Revoked,
+};
 use std::path::Path;
 
 /// A test certification authority (stands in for AgID CA1 in tests and `dev`).
@@ -311,6 +314,108 @@ impl TestCa {
             )));
         }
         Ok(TestCa { key, cert })
+    }
+}
+
+/// A certificate a [`TestCa`] revoked, to list in its CRL (RFC 5280 §5.1.2.6).
+#[derive(Debug, Clone)]
+pub struct RevokedCert {
+    /// The certificate's serial number, big-endian magnitude.
+    pub serial: Vec<u8>,
+    /// The revocationDate.
+    pub date: DateTime<Utc>,
+    /// The reasonCode entry extension, if any (RFC 5280 §5.3.1).
+    pub reason: Option<RevocationReason>,
+}
+
+impl RevokedCert {
+    /// The revokedCertificates entry: SEQUENCE { userCertificate, revocationDate,
+    /// crlEntryExtensions } (RFC 5280 §5.1).
+    fn to_x509_revoked(&self) -> Result<X509Revoked, SmimeError> {
+        use crate::smime::der::{OCTET_STRING, OID, SEQUENCE, integer_unsigned, tlv};
+        // RFC 5280 §5.3.1: id-ce-cRLReasons 2.5.29.21, an ENUMERATED (tag 0x0A).
+        const OID_CRL_REASON: &[u8] = &[0x55, 0x1D, 0x15];
+        let mut entry = [integer_unsigned(&self.serial), time_der(self.date)].concat();
+        if let Some(r) = self.reason {
+            let value = tlv(0x0A, &[r.code() as u8]);
+            let ext = tlv(
+                SEQUENCE,
+                &[tlv(OID, OID_CRL_REASON), tlv(OCTET_STRING, &value)].concat(),
+            );
+            entry.extend(tlv(SEQUENCE, &ext));
+        }
+        Ok(X509Revoked::from_der(&tlv(SEQUENCE, &entry))?)
+    }
+}
+
+impl TestCa {
+    /// Records that `cert`, issued by this CA, is revoked from `date`, for [`TestCa::crl`].
+    pub fn revoke(
+        &self,
+        cert: &X509Ref,
+        date: DateTime<Utc>,
+        reason: Option<RevocationReason>,
+    ) -> Result<RevokedCert, SmimeError> {
+        let ca_key = self.cert.public_key()?;
+        let issued_here = cert.issuer_name().to_der()? == self.cert.subject_name().to_der()?
+            && cert.verify(&ca_key).unwrap_or(false);
+        if !issued_here {
+            return Err(SmimeError::Material(format!(
+                "cannot revoke {}: not issued by {}",
+                crate::smime::subject_string(cert),
+                crate::smime::subject_string(&self.cert)
+            )));
+        }
+        Ok(RevokedCert {
+            serial: cert.serial_number().to_bn()?.to_vec(),
+            date,
+            reason,
+        })
+    }
+
+    /// A CRL v2 signed by this CA (RFC 5280 §5): issued `this_update`, next due `next_update`,
+    /// listing `revoked`, with the AKI and cRLNumber extensions RFC 5280 §5.2 requires.
+    pub fn crl(
+        &self,
+        revoked: &[RevokedCert],
+        this_update: DateTime<Utc>,
+        next_update: DateTime<Utc>,
+        number: u32,
+    ) -> Result<X509Crl, SmimeError> {
+        use crate::smime::der::{SEQUENCE, integer_unsigned, tlv};
+        if next_update <= this_update {
+            return Err(SmimeError::Material(format!(
+                "CRL nextUpdate ({next_update}) is not after thisUpdate ({this_update})"
+            )));
+        }
+        let mut b = X509CrlBuilder::new()?;
+        b.set_issuer_name(self.cert.subject_name())?;
+        let (last, next) = (
+            Asn1Time::from_unix(this_update.timestamp())?,
+            Asn1Time::from_unix(next_update.timestamp())?,
+        );
+        b.set_last_update(&last)?;
+        b.set_next_update(&next)?;
+        // RFC 5280 §5.2.1: authorityKeyIdentifier { [0] keyIdentifier }, the CA's SKI.
+        let ski = self
+            .cert
+            .subject_key_id()
+            .ok_or_else(|| SmimeError::Material("the CA certificate has no SKI".into()))?;
+        let aki = tlv(SEQUENCE, &tlv(0x80, ski.as_slice()));
+        let ext = |oid: &str, value: &[u8]| -> Result<X509Extension, SmimeError> {
+            let oid = Asn1Object::from_str(oid)?;
+            let value = Asn1OctetString::new_from_bytes(value)?;
+            Ok(X509Extension::new_from_der(&oid, false, &value)?)
+        };
+        b.append_extension(ext("2.5.29.35", &aki)?)?;
+        // RFC 5280 §5.2.3: cRLNumber, not critical.
+        b.append_extension(ext("2.5.29.20", &integer_unsigned(&number.to_be_bytes()))?)?;
+        for r in revoked {
+            b.add_revoked(r.to_x509_revoked()?)?;
+        }
+        b.sort()?;
+        b.sign(&self.key, MessageDigest::sha256())?;
+        Ok(b.build()?)
     }
 }
 

@@ -16,7 +16,7 @@ use openssl::pkey::{PKey, Private};
 use openssl::stack::Stack;
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::verify::{X509VerifyFlags, X509VerifyParam};
-use openssl::x509::{X509, X509NameRef, X509Ref, X509StoreContext};
+use openssl::x509::{CrlStatus, ReasonCode, X509, X509Crl, X509NameRef, X509Ref, X509StoreContext};
 use std::path::{Path, PathBuf};
 
 /// The digest of a signature (`micalg`). SHA-256 by default; SHA-1 is still sent by real providers
@@ -338,7 +338,7 @@ fn attribute(oid: &[u8], value: &[u8]) -> Vec<u8> {
 }
 
 /// RFC 5652 §11.3: UTCTime for 1950–2049, GeneralizedTime otherwise.
-fn time_der(t: DateTime<Utc>) -> Vec<u8> {
+pub(crate) fn time_der(t: DateTime<Utc>) -> Vec<u8> {
     use chrono::Datelike;
     if (1950..2050).contains(&t.year()) {
         der::tlv(
@@ -405,6 +405,177 @@ pub struct SignatureReport {
     pub chain: Outcome,
     /// The signer certificate is within its validity period at the chosen time.
     pub validity: Outcome,
+    /// The signer certificate is not revoked at the chosen time (RFC 6109 §2.2.2; RFC 5280 §6.3);
+    /// not checked without CRLs.
+    pub revocation: Outcome,
+    /// Every SignerInfo, in order (RFC 5652 §5.1). The fields above are over all of them: the
+    /// first failure wins, naming the SignerInfo when there are several; `digest`, `digest_name`
+    /// and `signer` are the first SignerInfo's.
+    pub signers: Vec<SignerReport>,
+}
+
+/// Every verdict about one SignerInfo of a SignedData (RFC 5652 §5.3).
+pub struct SignerReport {
+    /// Its position in signerInfos, from 0.
+    pub index: usize,
+    /// Its digest (`None` if not one we name).
+    pub digest: Option<DigestAlg>,
+    /// Its digest algorithm as OpenSSL names it.
+    pub digest_name: String,
+    /// The certificate it names, if embedded.
+    pub signer: Option<X509>,
+    /// messageDigest and signature value (RFC 5652 §5.4).
+    pub integrity: Outcome,
+    /// The chain to the trust store.
+    pub chain: Outcome,
+    /// The certificate's validity period.
+    pub validity: Outcome,
+    /// Not revoked at the chosen time by a CRL of its issuer (RFC 5280 §6.3).
+    pub revocation: Outcome,
+}
+
+impl SignerReport {
+    /// The signer's subject, or `(certificate not embedded)`.
+    pub fn subject(&self) -> String {
+        self.signer
+            .as_deref()
+            .map(subject_string)
+            .unwrap_or_else(|| "(certificate not embedded)".into())
+    }
+
+    /// Integrity, chain and validity passed, and revocation did not fail.
+    pub fn all_passed(&self) -> bool {
+        self.integrity.passed()
+            && self.chain.passed()
+            && self.validity.passed()
+            && !matches!(self.revocation, Outcome::Fail(_))
+    }
+}
+
+/// Certificate revocation lists (RFC 5280 §5) to check signer certificates against (RFC 6109
+/// §2.2.2: "verifying the [CRL] and temporal validity"). Each CRL is only believed once its
+/// signature verifies with the key of the certificate issuer it names.
+#[derive(Default)]
+pub struct CrlSet {
+    /// The CRLs.
+    pub crls: Vec<X509Crl>,
+}
+
+/// The reasonCode of a revoked certificate (RFC 5280 §5.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationReason {
+    /// 0
+    Unspecified,
+    /// 1
+    KeyCompromise,
+    /// 2
+    CaCompromise,
+    /// 3
+    AffiliationChanged,
+    /// 4
+    Superseded,
+    /// 5
+    CessationOfOperation,
+    /// 6
+    CertificateHold,
+    /// 8 (delta CRLs only)
+    RemoveFromCrl,
+    /// 9
+    PrivilegeWithdrawn,
+    /// 10
+    AaCompromise,
+}
+
+impl RevocationReason {
+    const ALL: [RevocationReason; 10] = [
+        RevocationReason::Unspecified,
+        RevocationReason::KeyCompromise,
+        RevocationReason::CaCompromise,
+        RevocationReason::AffiliationChanged,
+        RevocationReason::Superseded,
+        RevocationReason::CessationOfOperation,
+        RevocationReason::CertificateHold,
+        RevocationReason::RemoveFromCrl,
+        RevocationReason::PrivilegeWithdrawn,
+        RevocationReason::AaCompromise,
+    ];
+
+    /// The CRLReason value (RFC 5280 §5.3.1).
+    pub fn code(self) -> i64 {
+        match self {
+            RevocationReason::Unspecified => 0,
+            RevocationReason::KeyCompromise => 1,
+            RevocationReason::CaCompromise => 2,
+            RevocationReason::AffiliationChanged => 3,
+            RevocationReason::Superseded => 4,
+            RevocationReason::CessationOfOperation => 5,
+            RevocationReason::CertificateHold => 6,
+            RevocationReason::RemoveFromCrl => 8,
+            RevocationReason::PrivilegeWithdrawn => 9,
+            RevocationReason::AaCompromise => 10,
+        }
+    }
+
+    /// The reason for a CRLReason value, if one RFC 5280 defines.
+    pub fn from_code(code: i64) -> Option<RevocationReason> {
+        Self::ALL.into_iter().find(|r| r.code() == code)
+    }
+
+    /// The ASN.1 name, e.g. `keyCompromise`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RevocationReason::Unspecified => "unspecified",
+            RevocationReason::KeyCompromise => "keyCompromise",
+            RevocationReason::CaCompromise => "cACompromise",
+            RevocationReason::AffiliationChanged => "affiliationChanged",
+            RevocationReason::Superseded => "superseded",
+            RevocationReason::CessationOfOperation => "cessationOfOperation",
+            RevocationReason::CertificateHold => "certificateHold",
+            RevocationReason::RemoveFromCrl => "removeFromCRL",
+            RevocationReason::PrivilegeWithdrawn => "privilegeWithdrawn",
+            RevocationReason::AaCompromise => "aACompromise",
+        }
+    }
+}
+
+impl CrlSet {
+    /// Uses these CRLs.
+    pub fn from_crls(crls: Vec<X509Crl>) -> CrlSet {
+        CrlSet { crls }
+    }
+
+    /// Reads every CRL of a PEM text (`-----BEGIN X509 CRL-----` blocks), or one DER CRL. `what`
+    /// names the source in errors.
+    pub fn from_bytes(bytes: &[u8], what: &str) -> Result<CrlSet, SmimeError> {
+        const BEGIN: &str = "-----BEGIN X509 CRL-----";
+        let text = String::from_utf8_lossy(bytes);
+        let mut crls = Vec::new();
+        if text.contains(BEGIN) {
+            for (i, block) in text.split(BEGIN).skip(1).enumerate() {
+                let pem = format!("{BEGIN}{block}");
+                crls.push(X509Crl::from_pem(pem.as_bytes()).map_err(|e| {
+                    SmimeError::Material(format!("{what}: PEM CRL {} unreadable: {e}", i + 1))
+                })?);
+            }
+        } else {
+            crls.push(X509Crl::from_der(bytes).map_err(|_| {
+                SmimeError::Material(format!("{what}: neither a PEM nor a DER CRL"))
+            })?);
+        }
+        Ok(CrlSet { crls })
+    }
+
+    /// Reads a PEM or DER CRL file.
+    pub fn from_path(path: &Path) -> Result<CrlSet, SmimeError> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| SmimeError::Material(format!("{}: {e}", path.display())))?;
+        CrlSet::from_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// Adds the CRLs of `other`.
+    pub fn extend(&mut self, other: CrlSet) {
+        self.crls.extend(other.crls);
+    }
 }
 
 impl TrustStore {
@@ -474,30 +645,113 @@ impl Outcome {
 }
 
 impl SignatureReport {
-    /// Integrity, chain and validity all passed.
+    /// Integrity, chain and validity passed for every SignerInfo (at least one), and no
+    /// revocation check failed.
     pub fn all_passed(&self) -> bool {
-        self.integrity.passed() && self.chain.passed() && self.validity.passed()
+        self.integrity.passed()
+            && self.chain.passed()
+            && self.validity.passed()
+            && !matches!(self.revocation, Outcome::Fail(_))
     }
 }
 
-/// Verifies a detached signature over `content` (the exact signed bytes, CRLF line ends).
+/// Verifies a detached signature over `content` (the exact signed bytes, CRLF line ends). Every
+/// SignerInfo is checked (RFC 5652 §5.3, §5.4); revocation is not checked (see
+/// [`verify_detached_with_crls`]).
 pub fn verify_detached(
     content: &[u8],
     p7s_der: &[u8],
     opts: &VerifyOptions<'_>,
 ) -> Result<SignatureReport, SmimeError> {
-    // Accept BER too: when our DER reader refuses the input, let OpenSSL re-encode it as DER.
-    let parsed = match der::parse_signed_data(p7s_der) {
-        Ok(p) => p,
+    verify_detached_with_crls(content, p7s_der, opts, None)
+}
+
+/// Reads the SignedData, accepting BER too: when our DER reader refuses the input, OpenSSL
+/// re-encodes it as DER.
+fn parse_any(p7s_der: &[u8]) -> Result<der::SignedData, SmimeError> {
+    match der::parse_signed_data(p7s_der) {
+        Ok(p) => Ok(p),
         Err(first) => {
             let cms = openssl::cms::CmsContentInfo::from_der(p7s_der)
                 .map_err(|_| SmimeError::BadSignature(first.clone()))?;
             let reencoded = cms.to_der()?;
-            der::parse_signed_data(&reencoded).map_err(SmimeError::BadSignature)?
+            der::parse_signed_data(&reencoded).map_err(SmimeError::BadSignature)
+        }
+    }
+}
+
+/// [`verify_detached`], also checking each signer certificate against `crls` at the chosen time
+/// (RFC 6109 §2.2.2; RFC 5280 §6.3). `None` leaves `revocation` not checked.
+pub fn verify_detached_with_crls(
+    content: &[u8],
+    p7s_der: &[u8],
+    opts: &VerifyOptions<'_>,
+    crls: Option<&CrlSet>,
+) -> Result<SignatureReport, SmimeError> {
+    let parsed = parse_any(p7s_der)?;
+    let embedded = parsed.certs;
+    let at = opts.at.unwrap_or_else(Utc::now);
+    let mut signers = Vec::with_capacity(parsed.signers.len());
+    for (index, si) in parsed.signers.iter().enumerate() {
+        signers.push(verify_signer(
+            index, content, si, &embedded, opts.trust, crls, at,
+        )?);
+    }
+    let first = signers.first();
+    Ok(SignatureReport {
+        digest: first.and_then(|s| s.digest),
+        digest_name: first.map(|s| s.digest_name.clone()).unwrap_or_default(),
+        integrity: combine(&signers, |s| &s.integrity),
+        signer: first.and_then(|s| s.signer.clone()),
+        embedded,
+        chain: combine(&signers, |s| &s.chain),
+        validity: combine(&signers, |s| &s.validity),
+        revocation: combine(&signers, |s| &s.revocation),
+        signers,
+    })
+}
+
+/// One verdict over every SignerInfo: the first failure, else the first step not checked, else a
+/// pass. RFC 5652 §5.1: a SignedData with no SignerInfo signs nothing, and fails.
+fn combine(signers: &[SignerReport], pick: impl Fn(&SignerReport) -> &Outcome) -> Outcome {
+    if signers.is_empty() {
+        return Outcome::Fail(
+            "the SignedData carries no SignerInfo: nothing is signed (RFC 5652 §5.1)".into(),
+        );
+    }
+    let label = |s: &SignerReport, why: &str| {
+        if signers.len() == 1 {
+            why.to_string()
+        } else {
+            format!("SignerInfo {} ({}): {why}", s.index + 1, s.subject())
         }
     };
-    let embedded = parsed.certs;
-    let si = parsed.signer;
+    if let Some(s) = signers.iter().find(|s| matches!(pick(s), Outcome::Fail(_))) {
+        if let Outcome::Fail(why) = pick(s) {
+            return Outcome::Fail(label(s, why));
+        }
+    }
+    if let Some(s) = signers
+        .iter()
+        .find(|s| matches!(pick(s), Outcome::NotChecked(_)))
+    {
+        if let Outcome::NotChecked(why) = pick(s) {
+            return Outcome::NotChecked(label(s, why));
+        }
+    }
+    Outcome::Pass
+}
+
+/// Every verdict about one SignerInfo (RFC 5652 §5.3, §5.4, §5.6).
+fn verify_signer(
+    index: usize,
+    content: &[u8],
+    si: &der::SignerInfo,
+    embedded: &[X509],
+    trust: Option<&TrustStore>,
+    crls: Option<&CrlSet>,
+    at: DateTime<Utc>,
+) -> Result<SignerReport, SmimeError> {
     let digest = DigestAlg::from_oid(&si.digest_oid);
     let md = digest
         .map(DigestAlg::message_digest)
@@ -516,27 +770,32 @@ pub fn verify_detached(
 
     let integrity = match md {
         None => Outcome::Fail(format!("unsupported digest algorithm {digest_name}")),
-        Some(md) => check_integrity(content, &si, md, &digest_name, signer.as_deref())?,
+        Some(md) => check_integrity(content, si, md, &digest_name, signer.as_deref())?,
     };
-
-    let at = opts.at.unwrap_or_else(Utc::now);
-    let chain = match (opts.trust, &signer) {
+    const NO_CERT: &str = "no signer certificate embedded in the signature";
+    let chain = match (trust, &signer) {
         (None, _) => Outcome::NotChecked("no trust store given".into()),
-        (Some(_), None) => Outcome::Fail("no signer certificate embedded in the signature".into()),
-        (Some(trust), Some(cert)) => check_chain(cert, &embedded, trust, at)?,
+        (Some(_), None) => Outcome::Fail(NO_CERT.into()),
+        (Some(trust), Some(cert)) => check_chain(cert, embedded, trust, at)?,
     };
     let validity = match &signer {
-        None => Outcome::Fail("no signer certificate embedded in the signature".into()),
+        None => Outcome::Fail(NO_CERT.into()),
         Some(cert) => check_validity(cert, at)?,
     };
-    Ok(SignatureReport {
+    let revocation = match (crls, &signer) {
+        (None, _) => Outcome::NotChecked("no CRL given".into()),
+        (Some(_), None) => Outcome::NotChecked(NO_CERT.into()),
+        (Some(crls), Some(cert)) => check_revocation(cert, embedded, trust, crls, at)?,
+    };
+    Ok(SignerReport {
+        index,
         digest,
         digest_name,
-        integrity,
         signer,
-        embedded,
+        integrity,
         chain,
         validity,
+        revocation,
     })
 }
 
@@ -667,18 +926,115 @@ fn check_validity(cert: &X509Ref, at: DateTime<Utc>) -> Result<Outcome, SmimeErr
     }
 }
 
+/// An ASN.1 time as RFC 3339 (`2026-12-01T10:00:00+00:00`), or OpenSSL's text if out of range.
+fn asn1_rfc3339(t: &openssl::asn1::Asn1TimeRef) -> String {
+    use chrono::TimeZone;
+    Asn1Time::from_unix(0)
+        .and_then(|epoch| epoch.diff(t))
+        .ok()
+        .and_then(|d| {
+            Utc.timestamp_opt(i64::from(d.days) * 86_400 + i64::from(d.secs), 0)
+                .single()
+        })
+        .map(|d| d.to_rfc3339())
+        .unwrap_or_else(|| t.to_string())
+}
+
+/// RFC 6109 §2.2.2, RFC 5280 §6.3.3: the signer certificate against every CRL of its issuer, at
+/// `at`. A CRL is believed only when its signature verifies with the key that signed the
+/// certificate; a certificate revoked after `at` still passes at `at`.
+fn check_revocation(
+    cert: &X509Ref,
+    embedded: &[X509],
+    trust: Option<&TrustStore>,
+    crls: &CrlSet,
+    at: DateTime<Utc>,
+) -> Result<Outcome, SmimeError> {
+    let issuer_der = cert.issuer_name().to_der()?;
+    let issuer = issuer_string(cert);
+    let relevant: Vec<&X509Crl> = crls
+        .crls
+        .iter()
+        .filter(|c| c.issuer_name().to_der().is_ok_and(|d| d == issuer_der))
+        .collect();
+    if relevant.is_empty() {
+        return Ok(Outcome::NotChecked(format!(
+            "no CRL from the issuer {issuer}: revocation not checked"
+        )));
+    }
+    // The issuer's key: the one that verifies the signer certificate (RFC 5280 §6.3.3 (f)).
+    let anchors = trust.map(|t| t.certs.as_slice()).unwrap_or_default();
+    let key = anchors
+        .iter()
+        .chain(embedded)
+        .filter(|c| c.subject_name().to_der().is_ok_and(|d| d == issuer_der))
+        .filter_map(|c| c.public_key().ok())
+        .find(|k| cert.verify(k).unwrap_or(false));
+    let Some(key) = key else {
+        return Ok(Outcome::NotChecked(format!(
+            "the certificate of the issuer {issuer} is neither embedded nor trusted, so its CRL's \
+             signature cannot be checked: revocation not checked"
+        )));
+    };
+    let t = Asn1Time::from_unix(at.timestamp())?;
+    let owned = cert.to_owned();
+    let mut covered = false;
+    for crl in relevant {
+        let issued = asn1_rfc3339(crl.last_update());
+        // RFC 5280 §6.3.3 (f): a CRL not signed by the certificate's issuer is refused.
+        if !crl.verify(&key).unwrap_or(false) {
+            return Ok(Outcome::Fail(format!(
+                "CRL from {issuer} issued {issued} refused: its signature does not verify with the \
+                 key of the issuer certificate"
+            )));
+        }
+        // RFC 5280 §5.1.2.5: the CRL speaks for the time up to nextUpdate.
+        covered |= crl.last_update() >= t || crl.next_update().is_none_or(|n| n >= t);
+        if let CrlStatus::Revoked(entry) = crl.get_by_cert(&owned) {
+            let date = entry.revocation_date();
+            if date <= t {
+                // RFC 5280 §5.3.1: the reasonCode entry extension, when present.
+                let reason = match entry
+                    .extension::<ReasonCode>()
+                    .ok()
+                    .flatten()
+                    .and_then(|(_, e)| e.get_i64().ok())
+                {
+                    Some(c) => RevocationReason::from_code(c)
+                        .map(|r| r.name().to_string())
+                        .unwrap_or_else(|| format!("reason code {c}")),
+                    None => "no reason given".into(),
+                };
+                return Ok(Outcome::Fail(format!(
+                    "signer certificate revoked on {} ({reason}) by the CRL of {issuer} issued \
+                     {issued}, before the verification time {}",
+                    asn1_rfc3339(date),
+                    at.to_rfc3339()
+                )));
+            }
+        }
+    }
+    if !covered {
+        return Ok(Outcome::NotChecked(format!(
+            "every CRL of {issuer} ends (nextUpdate) before the verification time {}: revocation \
+             not checked",
+            at.to_rfc3339()
+        )));
+    }
+    Ok(Outcome::Pass)
+}
+
 /// The signingTime signed attribute of a detached signature (RFC 5652 §11.3), if present: the time
 /// the provider claims to have signed, e.g. to verify a stored message at its own date.
 pub fn signing_time(p7s_der: &[u8]) -> Result<Option<DateTime<Utc>>, SmimeError> {
-    let parsed = match der::parse_signed_data(p7s_der) {
-        Ok(p) => p,
-        Err(first) => {
-            let cms = openssl::cms::CmsContentInfo::from_der(p7s_der)
-                .map_err(|_| SmimeError::BadSignature(first.clone()))?;
-            der::parse_signed_data(&cms.to_der()?).map_err(SmimeError::BadSignature)?
-        }
-    };
-    let Some((tag, text)) = parsed.signer.signed_attrs.and_then(|a| a.signing_time) else {
+    let parsed = parse_any(p7s_der)?;
+    let Some((tag, text)) = parsed
+        .signers
+        .into_iter()
+        .next()
+        .and_then(|s| s.signed_attrs)
+        .and_then(|a| a.signing_time)
+    else {
         return Ok(None);
     };
     parse_der_time(tag, &text)
@@ -776,7 +1132,7 @@ pub fn signer_matches_address(cert: &X509Ref, addr: &str) -> bool {
 }
 
 /// A tiny DER writer and reader for the CMS structures of RFC 5652 (X.690 DER).
-mod der {
+pub(crate) mod der {
     use openssl::x509::{X509, X509Ref};
 
     pub const INTEGER: u8 = 0x02;
@@ -975,7 +1331,8 @@ mod der {
 
     pub struct SignedData {
         pub certs: Vec<X509>,
-        pub signer: SignerInfo,
+        /// Every SignerInfo, in order (RFC 5652 §5.1); possibly none.
+        pub signers: Vec<SignerInfo>,
     }
 
     /// RSA (PKCS#1 v1.5, rsaEncryption or shaXWithRSAEncryption) and ECDSA; not RSASSA-PSS.
@@ -985,7 +1342,7 @@ mod der {
             || oid.starts_with(&[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04])
     }
 
-    /// Reads a ContentInfo holding a SignedData and its first SignerInfo (RFC 5652 §3, §5).
+    /// Reads a ContentInfo holding a SignedData and all its SignerInfos (RFC 5652 §3, §5).
     pub fn parse_signed_data(input: &[u8]) -> Result<SignedData, String> {
         let (ci, _) = read(input)?;
         let ci = expect(Some(&ci), SEQUENCE, "ContentInfo")?;
@@ -1023,8 +1380,20 @@ mod der {
             }
         }
         let sis = signer_infos.ok_or("SignedData has no signerInfos")?;
-        let sis = children(sis.content)?;
-        let si = expect(sis.first(), SEQUENCE, "SignerInfo")?;
+        // RFC 5652 §5.1: signerInfos is a SET OF SignerInfo; every one is read (§5.3).
+        let signers = children(sis.content)?
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                parse_signer_info(t).map_err(|e| format!("SignerInfo {}: {e}", i + 1))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SignedData { certs, signers })
+    }
+
+    /// Reads one SignerInfo (RFC 5652 §5.3).
+    fn parse_signer_info(t: &Tlv<'_>) -> Result<SignerInfo, String> {
+        let si = expect(Some(t), SEQUENCE, "SignerInfo")?;
         let si = children(si.content)?;
         expect(si.first(), INTEGER, "SignerInfo version")?;
         let sid = match si.get(1) {
@@ -1091,15 +1460,12 @@ mod der {
         let signature = expect(si.get(idx + 1), OCTET_STRING, "SignerInfo signature")?
             .content
             .to_vec();
-        Ok(SignedData {
-            certs,
-            signer: SignerInfo {
-                sid,
-                digest_oid,
-                signed_attrs,
-                signature_oid,
-                signature,
-            },
+        Ok(SignerInfo {
+            sid,
+            digest_oid,
+            signed_attrs,
+            signature_oid,
+            signature,
         })
     }
 }
