@@ -595,4 +595,73 @@ mod tests {
         );
         assert!(cert.verify(&ca.cert.public_key().unwrap()).unwrap());
     }
+
+    /// Outside oracle: `openssl verify -crl_check -CRLfile` rejects the revoked certificate with
+    /// our CRL, accepts it with a CRL that does not list it, and `openssl crl -text` reads the
+    /// reason.
+    #[test]
+    fn crls_are_accepted_by_openssl_verify() {
+        let ca = TestCa::generate("PEC Test CA").unwrap();
+        let id = ca
+            .issue_provider("Gestore Prova", "posta-certificata@pec.prova.it")
+            .unwrap();
+        let now = Utc::now();
+        let entry = ca
+            .revoke(
+                &id.cert,
+                now - Duration::hours(1),
+                Some(RevocationReason::CessationOfOperation),
+            )
+            .unwrap();
+        let revoked = ca
+            .crl(&[entry], now - Duration::minutes(30), now + Duration::days(7), 7)
+            .unwrap();
+        let clean = ca
+            .crl(&[], now - Duration::minutes(30), now + Duration::days(7), 8)
+            .unwrap();
+        assert!(revoked.verify(&ca.cert.public_key().unwrap()).unwrap());
+        // A certificate of another CA cannot be revoked here.
+        let stranger = TestCa::generate("Stranger CA").unwrap();
+        let e = stranger.revoke(&id.cert, now, None).err().unwrap().to_string();
+        assert!(e.contains("not issued by"), "{e}");
+        assert!(ca.crl(&[], now, now, 1).is_err());
+
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("ca.pem"), ca.cert.to_pem().unwrap()).unwrap();
+        std::fs::write(d.join("p.pem"), id.cert.to_pem().unwrap()).unwrap();
+        std::fs::write(d.join("revoked.pem"), revoked.to_pem().unwrap()).unwrap();
+        std::fs::write(d.join("clean.pem"), clean.to_pem().unwrap()).unwrap();
+        let verify = |crl: &str| {
+            std::process::Command::new("openssl")
+                .current_dir(d)
+                .args([
+                    "verify", "-purpose", "any", "-crl_check", "-CAfile", "ca.pem", "-CRLfile",
+                    crl, "p.pem",
+                ])
+                .output()
+        };
+        let Ok(out) = verify("revoked.pem") else {
+            eprintln!("NOTICE: openssl not found, CRL oracle skipped");
+            return;
+        };
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        assert!(text.contains("certificate revoked"), "{text}");
+        let out = verify("clean.pem").unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = std::process::Command::new("openssl")
+            .current_dir(d)
+            .args(["crl", "-noout", "-text", "-in", "revoked.pem"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Cessation Of Operation"), "{text}");
+        assert!(text.contains("X509v3 CRL Number"), "{text}");
+    }
 }

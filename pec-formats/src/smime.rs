@@ -2161,4 +2161,265 @@ mod tests {
         assert!(err.contains("Good signature"), "{err}");
         assert!(!tampered.status.success());
     }
+
+    /// RFC 5652 §5.3/§5.4: a SignedData made by `openssl cms -sign -signer a -signer b` (the
+    /// outside tool) has two SignerInfos; both are checked, and one wrong signature value fails
+    /// the whole signature, naming that SignerInfo.
+    #[test]
+    fn every_signer_info_is_checked() {
+        if !tool_present("openssl", "version") {
+            return;
+        }
+        let (ca, a) = ca_and_provider();
+        let b = ca
+            .issue_provider("Secondo Firmatario", "secondo@pec.prova.it")
+            .unwrap();
+        let trust = TrustStore::from_certs(vec![ca.cert.clone()]);
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for (n, id) in [("a", &a), ("b", &b)] {
+            std::fs::write(d.join(format!("{n}.pem")), id.cert.to_pem().unwrap()).unwrap();
+            std::fs::write(
+                d.join(format!("{n}.key")),
+                id.key.private_key_to_pem_pkcs8().unwrap(),
+            )
+            .unwrap();
+        }
+        std::fs::write(d.join("content"), INNER).unwrap();
+        let out = std::process::Command::new("openssl")
+            .current_dir(d)
+            .args([
+                "cms", "-sign", "-binary", "-md", "sha256", "-signer", "a.pem", "-inkey", "a.key",
+                "-signer", "b.pem", "-inkey", "b.key", "-in", "content", "-outform", "DER", "-out",
+                "s.p7s",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Re-encoded as DER so that the signature values can be found byte for byte.
+        let ber = std::fs::read(d.join("s.p7s")).unwrap();
+        let der = openssl::cms::CmsContentInfo::from_der(&ber)
+            .unwrap()
+            .to_der()
+            .unwrap();
+        let opts = VerifyOptions {
+            trust: Some(&trust),
+            at: None,
+        };
+        let r = verify_detached(INNER, &der, &opts).unwrap();
+        assert_eq!(r.signers.len(), 2);
+        assert!(r.all_passed(), "{:?}", r.integrity);
+        let subjects: Vec<String> = r.signers.iter().map(SignerReport::subject).collect();
+        assert!(subjects.iter().any(|s| s.contains("Secondo Firmatario")));
+        assert!(r.signers.iter().all(|s| s.digest == Some(DigestAlg::Sha256)));
+
+        // Flip the last byte of the second SignerInfo's signature value.
+        let parsed = der::parse_signed_data(&der).unwrap();
+        let sig = &parsed.signers[1].signature;
+        let at = find(&der, sig).expect("signature value in the DER");
+        let mut bad = der.clone();
+        bad[at + sig.len() - 1] ^= 0x01;
+        let r = verify_detached(INNER, &bad, &opts).unwrap();
+        assert_eq!(r.signers[0].integrity, Outcome::Pass);
+        assert!(matches!(r.signers[1].integrity, Outcome::Fail(_)));
+        assert!(!r.all_passed());
+        let second = r.signers[1].subject();
+        match &r.integrity {
+            Outcome::Fail(why) => {
+                assert!(why.starts_with("SignerInfo 2 ("), "{why}");
+                assert!(why.contains(&second), "{why}");
+                assert!(why.contains("signature value"), "{why}");
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        // The chain and validity of both signers are still fine.
+        assert_eq!(r.chain, Outcome::Pass);
+        assert_eq!(r.validity, Outcome::Pass);
+    }
+
+    /// RFC 5652 §5.1: a SignedData with an empty signerInfos signs nothing, and fails.
+    #[test]
+    fn zero_signer_infos_fail() {
+        use der::*;
+        let empty = tlv(
+            SEQUENCE,
+            &[
+                tlv(OID, OID_SIGNED_DATA),
+                tlv(
+                    CTX0,
+                    &tlv(
+                        SEQUENCE,
+                        &[
+                            tlv(INTEGER, &[1]),
+                            tlv(SET, &[]),
+                            tlv(SEQUENCE, &tlv(OID, OID_DATA)),
+                            tlv(SET, &[]),
+                        ]
+                        .concat(),
+                    ),
+                ),
+            ]
+            .concat(),
+        );
+        let r = verify_detached(INNER, &empty, &VerifyOptions::default()).unwrap();
+        assert!(r.signers.is_empty());
+        assert!(r.signer.is_none());
+        assert!(!r.all_passed());
+        match &r.integrity {
+            Outcome::Fail(why) => assert!(why.contains("no SignerInfo"), "{why}"),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        assert_eq!(signing_time(&empty).unwrap(), None);
+    }
+
+    fn with_crls(
+        der: &[u8],
+        trust: &TrustStore,
+        at: DateTime<Utc>,
+        crls: Option<&CrlSet>,
+    ) -> SignatureReport {
+        verify_detached_with_crls(
+            INNER,
+            der,
+            &VerifyOptions {
+                trust: Some(trust),
+                at: Some(at),
+            },
+            crls,
+        )
+        .unwrap()
+    }
+
+    /// RFC 6109 §2.2.2, RFC 5280 §6.3: revoked before the verification time fails with the date
+    /// and reason; revoked after it passes; a CRL another key signed is refused; no CRL of the
+    /// issuer leaves revocation not checked.
+    #[test]
+    fn revocation_against_crls_at_the_verification_time() {
+        use crate::pki::RevokedCert;
+        let (ca, id) = ca_and_provider();
+        let trust = TrustStore::from_certs(vec![ca.cert.clone()]);
+        let der = sign_detached(&id.signer(DigestAlg::Sha256), INNER).unwrap();
+        let now = Utc::now();
+        let revoked_on = now - Duration::hours(2);
+        let entry = ca
+            .revoke(&id.cert, revoked_on, Some(RevocationReason::KeyCompromise))
+            .unwrap();
+        let crl = ca
+            .crl(
+                std::slice::from_ref(&entry),
+                now - Duration::hours(1),
+                now + Duration::days(7),
+                2,
+            )
+            .unwrap();
+        let crls = CrlSet::from_crls(vec![crl]);
+
+        let r = with_crls(&der, &trust, now, Some(&crls));
+        assert_eq!(r.integrity, Outcome::Pass);
+        assert!(!r.all_passed());
+        match &r.revocation {
+            Outcome::Fail(why) => {
+                assert!(why.contains("revoked on"), "{why}");
+                assert!(why.contains("keyCompromise"), "{why}");
+                let day = revoked_on.format("%Y-%m-%dT%H:%M:%S").to_string();
+                assert!(why.contains(&day), "{why} / {day}");
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        // Before the revocation date the same CRL lets it pass.
+        let before = with_crls(&der, &trust, now - Duration::hours(3), Some(&crls));
+        assert_eq!(before.revocation, Outcome::Pass);
+        assert!(before.all_passed());
+
+        // A CRL that does not list it passes; without a reason the detail says so.
+        let clean = ca
+            .crl(&[], now - Duration::hours(1), now + Duration::days(7), 3)
+            .unwrap();
+        let r = with_crls(&der, &trust, now, Some(&CrlSet::from_crls(vec![clean])));
+        assert_eq!(r.revocation, Outcome::Pass);
+        let no_reason = RevokedCert {
+            reason: None,
+            ..entry.clone()
+        };
+        let crl = ca
+            .crl(&[no_reason], now - Duration::hours(1), now + Duration::days(7), 4)
+            .unwrap();
+        let r = with_crls(&der, &trust, now, Some(&CrlSet::from_crls(vec![crl])));
+        assert!(
+            matches!(&r.revocation, Outcome::Fail(w) if w.contains("no reason given")),
+            "{:?}",
+            r.revocation
+        );
+
+        // Same issuer name, another key: the CRL is refused.
+        let impostor = TestCa::generate("Test CA").unwrap();
+        let forged = impostor
+            .crl(&[], now - Duration::hours(1), now + Duration::days(7), 5)
+            .unwrap();
+        let r = with_crls(&der, &trust, now, Some(&CrlSet::from_crls(vec![forged])));
+        match &r.revocation {
+            Outcome::Fail(why) => assert!(why.contains("refused"), "{why}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+
+        // A CRL of another CA only: not checked; no CRL given at all: not checked either.
+        let other = TestCa::generate("Other CA").unwrap();
+        let theirs = other
+            .crl(&[], now - Duration::hours(1), now + Duration::days(7), 1)
+            .unwrap();
+        let r = with_crls(&der, &trust, now, Some(&CrlSet::from_crls(vec![theirs])));
+        assert!(
+            matches!(&r.revocation, Outcome::NotChecked(w) if w.contains("no CRL from the issuer")),
+            "{:?}",
+            r.revocation
+        );
+        assert!(r.all_passed());
+        let r = with_crls(&der, &trust, now, None);
+        assert!(matches!(r.revocation, Outcome::NotChecked(_)));
+
+        // A CRL whose nextUpdate is before the verification time does not speak for it.
+        let stale = ca
+            .crl(&[], now - Duration::days(10), now - Duration::days(3), 6)
+            .unwrap();
+        let r = with_crls(&der, &trust, now, Some(&CrlSet::from_crls(vec![stale])));
+        assert!(
+            matches!(&r.revocation, Outcome::NotChecked(w) if w.contains("nextUpdate")),
+            "{:?}",
+            r.revocation
+        );
+    }
+
+    #[test]
+    fn crl_files_pem_der_and_junk() {
+        let (ca, _) = ca_and_provider();
+        let now = Utc::now();
+        let a = ca.crl(&[], now, now + Duration::days(1), 1).unwrap();
+        let b = ca.crl(&[], now, now + Duration::days(1), 2).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("two.pem");
+        std::fs::write(&pem, [a.to_pem().unwrap(), b.to_pem().unwrap()].concat()).unwrap();
+        assert_eq!(CrlSet::from_path(&pem).unwrap().crls.len(), 2);
+        let der = dir.path().join("one.crl");
+        std::fs::write(&der, a.to_der().unwrap()).unwrap();
+        let mut set = CrlSet::from_path(&der).unwrap();
+        set.extend(CrlSet::from_path(&pem).unwrap());
+        assert_eq!(set.crls.len(), 3);
+        let junk = dir.path().join("junk");
+        std::fs::write(&junk, b"not a CRL").unwrap();
+        let e = CrlSet::from_path(&junk).err().unwrap().to_string();
+        assert!(e.contains("neither a PEM nor a DER CRL"), "{e}");
+        let broken = b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n";
+        assert!(CrlSet::from_bytes(broken, "x").is_err());
+        assert!(CrlSet::from_path(&dir.path().join("missing")).is_err());
+        for c in 0..=10 {
+            if let Some(r) = RevocationReason::from_code(c) {
+                assert_eq!(r.code(), c);
+            }
+        }
+        assert_eq!(RevocationReason::from_code(7), None);
+    }
 }
