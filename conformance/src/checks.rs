@@ -4,14 +4,15 @@
 
 use crate::dtd::{self, Element, XmlError};
 use crate::mime;
-use crate::report::{CheckResult, FileReport, SignerSummary, Verdict};
+use crate::report::{CheckResult, FileReport, SignerSummary, SignerVerdict, Verdict};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc, Weekday};
 use openssl::nid::Nid;
 use openssl::x509::{X509, X509NameRef};
 use pec_formats::kind::{Kind, Original};
 use pec_formats::parse::{PecMessage, parse};
 use pec_formats::smime::{
-    DigestAlg, Outcome, SignatureReport, TrustStore, VerifyOptions, verify_detached,
+    CrlSet, DigestAlg, Outcome, SignatureReport, SignerReport, TrustStore, VerifyOptions,
+    verify_detached_with_crls,
 };
 use std::path::Path;
 
@@ -22,6 +23,34 @@ pub struct VerifyConfig {
     pub trust: Option<TrustStore>,
     /// The time for chain and validity; `None` = now.
     pub at: Option<DateTime<Utc>>,
+}
+
+/// The rule of `signature.revocation`.
+const REVOCATION_RULE: &str = "RFC 6109 §2.2.2; RFC 5280 §6.3";
+
+/// One SignerInfo as reported: `fail` on its first failed step (RFC 5652 §5.3; RFC 6109 §2.2.2).
+fn signer_verdict(s: &SignerReport) -> SignerVerdict {
+    let failed = [
+        ("integrity", &s.integrity),
+        ("chain", &s.chain),
+        ("validity", &s.validity),
+        ("revocation", &s.revocation),
+    ]
+    .into_iter()
+    .find_map(|(what, o)| match o {
+        Outcome::Fail(why) => Some(format!("{what}: {why}")),
+        _ => None,
+    });
+    SignerVerdict {
+        subject: s.subject(),
+        digest: s.digest_name.clone(),
+        verdict: if failed.is_some() {
+            Verdict::Fail
+        } else {
+            Verdict::Pass
+        },
+        detail: failed.unwrap_or_else(|| "signature valid".into()),
+    }
 }
 
 /// Loads trust anchors from a PEM bundle or a folder of PEM files (`.pem`, `.crt`, `.cer`).
@@ -54,9 +83,29 @@ pub fn load_trust(path: &Path) -> Result<TrustStore, String> {
     Ok(TrustStore { certs })
 }
 
+/// Loads the CRLs of `--crl` files (PEM or DER each).
+pub fn load_crls(paths: &[std::path::PathBuf]) -> Result<CrlSet, String> {
+    let mut set = CrlSet::default();
+    for p in paths {
+        set.extend(CrlSet::from_path(p).map_err(|e| format!("--crl {e}"))?);
+    }
+    Ok(set)
+}
+
 /// Runs every check on one input. Never panics on bad input; an unusable input gives a report with
 /// status `error`.
 pub fn verify_bytes(file: &str, raw: &[u8], cfg: &VerifyConfig) -> FileReport {
+    verify_bytes_with_crls(file, raw, cfg, None)
+}
+
+/// [`verify_bytes`], also checking the signer certificates against `crls` (`signature.revocation`,
+/// RFC 6109 §2.2.2); `None` skips that check.
+pub fn verify_bytes_with_crls(
+    file: &str,
+    raw: &[u8],
+    cfg: &VerifyConfig,
+    crls: Option<&CrlSet>,
+) -> FileReport {
     if raw.iter().all(|b| b.is_ascii_whitespace()) {
         return FileReport::unusable(file, format!("{file}: empty input, not an e-mail message"));
     }
@@ -68,12 +117,14 @@ pub fn verify_bytes(file: &str, raw: &[u8], cfg: &VerifyConfig) -> FileReport {
         msg: &msg,
         raw,
         cfg,
+        crls,
         out: Vec::new(),
         signer: None,
         digest: None,
+        signers: Vec::new(),
     };
     v.run();
-    let (checks, signer, digest) = (v.out, v.signer, v.digest);
+    let (checks, signer, digest, signers) = (v.out, v.signer, v.digest, v.signers);
     FileReport {
         file: file.to_string(),
         status: "pass",
@@ -82,6 +133,7 @@ pub fn verify_bytes(file: &str, raw: &[u8], cfg: &VerifyConfig) -> FileReport {
         wrapped: msg.wrapped,
         signer,
         digest,
+        signers,
         checks,
     }
     .finish()
@@ -106,9 +158,11 @@ struct Verifier<'a> {
     msg: &'a PecMessage,
     raw: &'a [u8],
     cfg: &'a VerifyConfig,
+    crls: Option<&'a CrlSet>,
     out: Vec<CheckResult>,
     signer: Option<SignerSummary>,
     digest: Option<String>,
+    signers: Vec<SignerVerdict>,
 }
 
 impl Verifier<'_> {
@@ -219,7 +273,7 @@ impl Verifier<'_> {
             trust: self.cfg.trust.as_ref(),
             at: self.cfg.at,
         };
-        let report = match verify_detached(&content, &der, &opts) {
+        let report = match verify_detached_with_crls(&content, &der, &opts, self.crls) {
             Ok(r) => r,
             Err(e) => {
                 self.push(
@@ -233,6 +287,7 @@ impl Verifier<'_> {
         };
         self.signer = report.signer.as_ref().map(summary);
         self.digest = Some(report.digest_name.clone());
+        self.signers = report.signers.iter().map(signer_verdict).collect();
         self.outcome(
             "signature.integrity",
             "RFC 6109 §2.1, §5; RFC 5652 §5.4",
@@ -259,6 +314,7 @@ impl Verifier<'_> {
             &report.validity,
             "signer certificate valid at the chosen time",
         );
+        self.revocation_check(&report);
         self.digest_check(&report, signed.and_then(|s| s.micalg.as_deref()));
         self.signer_from(&report);
         self.certificate_profile(&report);
@@ -325,6 +381,7 @@ impl Verifier<'_> {
             ("signature.integrity", "RFC 6109 §2.1, §5; RFC 5652 §5.4"),
             ("signature.chain", "RFC 6109 §2.2.2, §5.5"),
             ("signature.validity", "RFC 6109 §2.2.2; RFC 5280 §4.1.2.5"),
+            ("signature.revocation", REVOCATION_RULE),
             ("signature.digest", "digest §4.1, §14.4"),
             ("signature.signer-from", "RFC 6109 §2.1; digest §4.2"),
             ("signature.certificate-profile", "RFC 6109 §5.5.1, §5.5.2"),
@@ -340,6 +397,28 @@ impl Verifier<'_> {
             Outcome::Pass => self.push(id, Verdict::Pass, rule, pass),
             Outcome::Fail(why) => self.push(id, Verdict::Fail, rule, why.clone()),
             Outcome::NotChecked(why) => self.push(id, Verdict::Skip, rule, why.clone()),
+        }
+    }
+
+    /// RFC 6109 §2.2.2 ("verifying the [CRL]"): with `--crl`, a signer revoked before the chosen
+    /// time fails, a CRL not signed by the issuer is refused (fail), and no CRL of the issuer is a
+    /// warning; without `--crl` the check is skipped.
+    fn revocation_check(&mut self, r: &SignatureReport) {
+        const ID: &str = "signature.revocation";
+        if self.crls.is_none() {
+            return self.push(ID, Verdict::Skip, REVOCATION_RULE, "no --crl given");
+        }
+        match &r.revocation {
+            Outcome::Pass => self.push(
+                ID,
+                Verdict::Pass,
+                REVOCATION_RULE,
+                "not revoked at the chosen time by its issuer's CRL",
+            ),
+            Outcome::Fail(why) => self.push(ID, Verdict::Fail, REVOCATION_RULE, why.clone()),
+            Outcome::NotChecked(why) => {
+                self.push(ID, Verdict::Warn, REVOCATION_RULE, why.clone())
+            }
         }
     }
 

@@ -1,7 +1,8 @@
 //! `pec-conformance`: offline verification of PEC messages (`verify`); the scenario runner comes later.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use pec_conformance::checks::{VerifyConfig, load_trust, verify_bytes};
+use pec_conformance::checks::{VerifyConfig, load_crls, load_trust, verify_bytes_with_crls};
+use pec_formats::smime::CrlSet;
 use pec_conformance::report::{FileReport, RunReport};
 use std::io::Read;
 use std::path::PathBuf;
@@ -27,6 +28,10 @@ enum Command {
         /// Check chain and validity at this time (RFC 3339), e.g. the message's own date; default: now.
         #[arg(long, value_name = "RFC3339")]
         at: Option<String>,
+        /// A CRL (PEM or DER; repeatable): check the signer certificate against its issuer's CRLs
+        /// at the `--at` time (signature.revocation; without it that check is skipped).
+        #[arg(long, value_name = "FILE")]
+        crl: Vec<PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
@@ -46,14 +51,15 @@ enum Format {
 
 fn main() {
     let cli = Cli::parse();
-    let (trust, at, format, files) = match cli.command {
+    let (trust, at, crl, format, files) = match cli.command {
         Command::Run(args) => std::process::exit(pec_conformance::runner::main_run(&args)),
         Command::Verify {
             trust,
             at,
+            crl,
             format,
             files,
-        } => (trust, at, format, files),
+        } => (trust, at, crl, format, files),
     };
     let mut cfg = VerifyConfig::default();
     if let Some(p) = trust {
@@ -68,7 +74,18 @@ fn main() {
             Err(e) => fail_usage(&format!("--at {a}: not an RFC 3339 time: {e}")),
         }
     }
-    let reports: Vec<FileReport> = files.iter().map(|f| verify_file(f, &cfg)).collect();
+    let crls = if crl.is_empty() {
+        None
+    } else {
+        match load_crls(&crl) {
+            Ok(c) => Some(c),
+            Err(e) => fail_usage(&e),
+        }
+    };
+    let reports: Vec<FileReport> = files
+        .iter()
+        .map(|f| verify_file(f, &cfg, crls.as_ref()))
+        .collect();
     let run = RunReport::new(reports);
     match format {
         Format::Human => print!("{}", run.to_human()),
@@ -87,7 +104,7 @@ fn fail_usage(msg: &str) -> ! {
     std::process::exit(2);
 }
 
-fn verify_file(file: &str, cfg: &VerifyConfig) -> FileReport {
+fn verify_file(file: &str, cfg: &VerifyConfig, crls: Option<&CrlSet>) -> FileReport {
     let raw = if file == "-" {
         let mut buf = Vec::new();
         match std::io::stdin().read_to_end(&mut buf) {
@@ -104,7 +121,7 @@ fn verify_file(file: &str, cfg: &VerifyConfig) -> FileReport {
     };
     // A bug in a library must not take the other files down: report it as unusable input.
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        verify_bytes(file, &raw, cfg)
+        verify_bytes_with_crls(file, &raw, cfg, crls)
     })) {
         Ok(r) => r,
         Err(p) => {

@@ -57,6 +57,20 @@ pub struct SignerSummary {
     pub issuer: String,
 }
 
+/// One SignerInfo of the signature and its verdict (RFC 5652 §5.3): `fail` when its integrity,
+/// chain, validity or revocation check failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SignerVerdict {
+    /// Subject DN of the certificate it names, or `(certificate not embedded)`.
+    pub subject: String,
+    /// Its digest algorithm as OpenSSL names it.
+    pub digest: String,
+    /// `pass` or `fail`.
+    pub verdict: Verdict,
+    /// Why it failed, or what passed.
+    pub detail: String,
+}
+
 /// The verdicts about one input file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FileReport {
@@ -74,6 +88,8 @@ pub struct FileReport {
     pub signer: Option<SignerSummary>,
     /// The signature digest algorithm as OpenSSL names it (`sha1`, `sha256`, …).
     pub digest: Option<String>,
+    /// Every SignerInfo of the signature, in order (empty when there is no usable signature).
+    pub signers: Vec<SignerVerdict>,
     /// Every check, in a fixed order.
     pub checks: Vec<CheckResult>,
 }
@@ -89,6 +105,7 @@ impl FileReport {
             wrapped: false,
             signer: None,
             digest: None,
+            signers: Vec::new(),
             checks: Vec::new(),
         }
     }
@@ -186,6 +203,19 @@ impl RunReport {
                 None => out.push_str("signer: (none)\n"),
             }
             let _ = writeln!(out, "digest: {}", f.digest.as_deref().unwrap_or("(none)"));
+            if f.signers.len() > 1 {
+                for (i, s) in f.signers.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "signer {}: {} ({}) {}: {}",
+                        i + 1,
+                        s.subject,
+                        s.digest,
+                        s.verdict.as_str(),
+                        s.detail
+                    );
+                }
+            }
             for c in &f.checks {
                 let _ = writeln!(
                     out,
