@@ -416,9 +416,7 @@ impl Verifier<'_> {
                 "not revoked at the chosen time by its issuer's CRL",
             ),
             Outcome::Fail(why) => self.push(ID, Verdict::Fail, REVOCATION_RULE, why.clone()),
-            Outcome::NotChecked(why) => {
-                self.push(ID, Verdict::Warn, REVOCATION_RULE, why.clone())
-            }
+            Outcome::NotChecked(why) => self.push(ID, Verdict::Warn, REVOCATION_RULE, why.clone()),
         }
     }
 

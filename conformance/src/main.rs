@@ -2,8 +2,8 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use pec_conformance::checks::{VerifyConfig, load_crls, load_trust, verify_bytes_with_crls};
-use pec_formats::smime::CrlSet;
 use pec_conformance::report::{FileReport, RunReport};
+use pec_formats::smime::CrlSet;
 use std::io::Read;
 use std::path::PathBuf;
 

@@ -576,3 +576,131 @@ fn truncated_generated_messages_never_panic() {
         assert!(code == 1 || code == 2, "{name}: exit {code}");
     }
 }
+
+fn check_of<'a>(f: &'a Value, id: &str) -> &'a Value {
+    f["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no check {id} in {f:#}"))
+}
+
+/// `verify --crl` (RFC 6109 §2.2.2; RFC 5280 §6.3): the provider certificate revoked before the
+/// verification time fails with date and reason; before the revocation, or with a CRL not listing
+/// it, it passes; a CRL of another CA only warns; without --crl the check is skipped; an
+/// unreadable CRL file is a usage error.
+#[test]
+fn crl_revocation_through_the_cli() {
+    use pec_formats::smime::RevocationReason;
+    let p = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let msg = d.join("accettazione.eml");
+    std::fs::write(&msg, accettazione()).unwrap();
+    let now = chrono::Utc::now();
+    let hours = chrono::Duration::hours;
+    let entry =
+        p.ca.revoke(
+            &p._identity.cert,
+            now - hours(1),
+            Some(RevocationReason::KeyCompromise),
+        )
+        .unwrap();
+    let revoked =
+        p.ca.crl(&[entry], now - hours(1), now + hours(100), 1)
+            .unwrap();
+    std::fs::write(d.join("revoked.pem"), revoked.to_pem().unwrap()).unwrap();
+    let clean = p.ca.crl(&[], now - hours(1), now + hours(100), 2).unwrap();
+    std::fs::write(d.join("clean.crl"), clean.to_der().unwrap()).unwrap();
+    let other = TestCa::generate("Another CA")
+        .unwrap()
+        .crl(&[], now - hours(1), now + hours(100), 1)
+        .unwrap();
+    std::fs::write(d.join("other.pem"), other.to_pem().unwrap()).unwrap();
+    let ca = ca_pem();
+    let ca = ca.to_str().unwrap();
+    let path = |n: &str| d.join(n).to_str().unwrap().to_string();
+
+    let (code, f) = cli(&["--trust", ca, "--crl", &path("revoked.pem")], &msg);
+    let rev = check_of(&f, "signature.revocation");
+    assert_eq!(rev["verdict"], "fail", "{f:#}");
+    let detail = rev["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("revoked on") && detail.contains("keyCompromise"),
+        "{detail}"
+    );
+    assert_eq!(f["signers"].as_array().unwrap().len(), 1, "{f:#}");
+    assert_eq!(f["signers"][0]["verdict"], "fail");
+    assert_eq!(f["signers"][0]["digest"], "sha256");
+    assert_eq!(code, 1);
+
+    // Two hours ago it was not yet revoked.
+    let before = (now - hours(2)).to_rfc3339();
+    let (_, f) = cli(
+        &[
+            "--trust",
+            ca,
+            "--at",
+            &before,
+            "--crl",
+            &path("revoked.pem"),
+        ],
+        &msg,
+    );
+    assert_eq!(
+        check_of(&f, "signature.revocation")["verdict"],
+        "pass",
+        "{f:#}"
+    );
+
+    // A DER CRL not listing it, plus another CA's CRL: pass, exit 0.
+    let (code, f) = cli(
+        &[
+            "--trust",
+            ca,
+            "--crl",
+            &path("clean.crl"),
+            "--crl",
+            &path("other.pem"),
+        ],
+        &msg,
+    );
+    assert_eq!(
+        check_of(&f, "signature.revocation")["verdict"],
+        "pass",
+        "{f:#}"
+    );
+    assert_eq!(f["signers"][0]["verdict"], "pass");
+    assert_eq!(code, 0, "{f:#}");
+
+    // Only another CA's CRL: revocation not checked, a warning.
+    let (code, f) = cli(&["--trust", ca, "--crl", &path("other.pem")], &msg);
+    let rev = check_of(&f, "signature.revocation");
+    assert_eq!(rev["verdict"], "warn", "{f:#}");
+    assert!(
+        rev["detail"]
+            .as_str()
+            .unwrap()
+            .contains("revocation not checked")
+    );
+    assert_eq!(code, 0);
+
+    // No --crl: skipped.
+    let (_, f) = cli(&["--trust", ca], &msg);
+    assert_eq!(check_of(&f, "signature.revocation")["verdict"], "skip");
+
+    // An unreadable CRL file: a usage error naming the option, exit 2.
+    std::fs::write(d.join("junk.crl"), b"junk").unwrap();
+    let out = Command::new(BIN)
+        .args(["verify", "--crl", &path("junk.crl")])
+        .arg(&msg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--crl") && stderr.contains("junk.crl"),
+        "{stderr}"
+    );
+}

@@ -689,3 +689,67 @@ fn unseen_real_aruba_non_delivery_notice() {
     }
     assert_eq!(code, 1);
 }
+
+/// `--crl` on a real message (RFC 6109 §2.2.2): a CRL that names DigitPA CA1 as issuer but was
+/// signed by another key is refused (fail, exit 1); a CRL of an unrelated CA leaves revocation not
+/// checked (warn, exit 0); the report lists the one SignerInfo.
+#[test]
+fn crl_on_a_real_message_refused_when_not_signed_by_the_issuer() {
+    use pec_formats::pki::TestCa;
+    let (name, at) = ARUBA[0];
+    let trust = reference();
+    let certs = openssl::x509::X509::stack_from_pem(
+        &std::fs::read(reference().join("aruba-2014_pec-signing-cert_and_digitpa-ca1.pem"))
+            .unwrap(),
+    )
+    .unwrap();
+    let digitpa = certs
+        .into_iter()
+        .find(|c| pec_formats::smime::subject_string(c).contains("CN=DigitPA CA1"))
+        .unwrap();
+    // DigitPA's name and key identifier, someone else's key.
+    let impostor = TestCa {
+        key: openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap(),
+        cert: digitpa,
+    };
+    let t = chrono::DateTime::parse_from_rfc3339(at).unwrap().to_utc();
+    let day = chrono::Duration::days(1);
+    let forged = impostor.crl(&[], t - day, t + day, 1).unwrap();
+    let unrelated = TestCa::generate("Unrelated CA")
+        .unwrap()
+        .crl(&[], t - day, t + day, 1)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let forged = write_tmp(&dir, "forged.pem", &forged.to_pem().unwrap());
+    let unrelated = write_tmp(&dir, "unrelated.crl", &unrelated.to_der().unwrap());
+    let base = ["--trust", trust.to_str().unwrap(), "--at", at];
+
+    let mut args = base.to_vec();
+    args.extend(["--crl", forged.to_str().unwrap()]);
+    let (code, f, _) = verify_json(&args, &eml(name));
+    assert_eq!(verdict(&f, "signature.revocation"), "fail", "{f:#}");
+    let detail = f["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "signature.revocation")
+        .unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(detail.contains("refused"), "{detail}");
+    assert!(detail.contains("DigitPA CA1"), "{detail}");
+    assert_eq!(code, 1);
+
+    let mut args = base.to_vec();
+    args.extend(["--crl", unrelated.to_str().unwrap()]);
+    let (code, f, _) = verify_json(&args, &eml(name));
+    assert_eq!(verdict(&f, "signature.revocation"), "warn", "{f:#}");
+    assert_eq!(f["signers"].as_array().unwrap().len(), 1);
+    assert_eq!(f["signers"][0]["verdict"], "pass", "{f:#}");
+    assert_eq!(f["signers"][0]["digest"], "sha1");
+    assert_eq!(code, 0, "{f:#}");
+
+    let (_, f, _) = verify_json(&base, &eml(name));
+    assert_eq!(verdict(&f, "signature.revocation"), "skip");
+}

@@ -614,7 +614,12 @@ mod tests {
             )
             .unwrap();
         let revoked = ca
-            .crl(&[entry], now - Duration::minutes(30), now + Duration::days(7), 7)
+            .crl(
+                &[entry],
+                now - Duration::minutes(30),
+                now + Duration::days(7),
+                7,
+            )
             .unwrap();
         let clean = ca
             .crl(&[], now - Duration::minutes(30), now + Duration::days(7), 8)
@@ -622,7 +627,11 @@ mod tests {
         assert!(revoked.verify(&ca.cert.public_key().unwrap()).unwrap());
         // A certificate of another CA cannot be revoked here.
         let stranger = TestCa::generate("Stranger CA").unwrap();
-        let e = stranger.revoke(&id.cert, now, None).err().unwrap().to_string();
+        let e = stranger
+            .revoke(&id.cert, now, None)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("not issued by"), "{e}");
         assert!(ca.crl(&[], now, now, 1).is_err());
 
@@ -636,8 +645,15 @@ mod tests {
             std::process::Command::new("openssl")
                 .current_dir(d)
                 .args([
-                    "verify", "-purpose", "any", "-crl_check", "-CAfile", "ca.pem", "-CRLfile",
-                    crl, "p.pem",
+                    "verify",
+                    "-purpose",
+                    "any",
+                    "-crl_check",
+                    "-CAfile",
+                    "ca.pem",
+                    "-CRLfile",
+                    crl,
+                    "p.pem",
                 ])
                 .output()
         };

@@ -1384,9 +1384,7 @@ pub(crate) mod der {
         let signers = children(sis.content)?
             .iter()
             .enumerate()
-            .map(|(i, t)| {
-                parse_signer_info(t).map_err(|e| format!("SignerInfo {}: {e}", i + 1))
-            })
+            .map(|(i, t)| parse_signer_info(t).map_err(|e| format!("SignerInfo {}: {e}", i + 1)))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(SignedData { certs, signers })
     }
@@ -2215,7 +2213,11 @@ mod tests {
         assert!(r.all_passed(), "{:?}", r.integrity);
         let subjects: Vec<String> = r.signers.iter().map(SignerReport::subject).collect();
         assert!(subjects.iter().any(|s| s.contains("Secondo Firmatario")));
-        assert!(r.signers.iter().all(|s| s.digest == Some(DigestAlg::Sha256)));
+        assert!(
+            r.signers
+                .iter()
+                .all(|s| s.digest == Some(DigestAlg::Sha256))
+        );
 
         // Flip the last byte of the second SignerInfo's signature value.
         let parsed = der::parse_signed_data(&der).unwrap();
@@ -2346,7 +2348,12 @@ mod tests {
             ..entry.clone()
         };
         let crl = ca
-            .crl(&[no_reason], now - Duration::hours(1), now + Duration::days(7), 4)
+            .crl(
+                &[no_reason],
+                now - Duration::hours(1),
+                now + Duration::days(7),
+                4,
+            )
             .unwrap();
         let r = with_crls(&der, &trust, now, Some(&CrlSet::from_crls(vec![crl])));
         assert!(
