@@ -726,18 +726,17 @@ fn combine(signers: &[SignerReport], pick: impl Fn(&SignerReport) -> &Outcome) -
             format!("SignerInfo {} ({}): {why}", s.index + 1, s.subject())
         }
     };
-    if let Some(s) = signers.iter().find(|s| matches!(pick(s), Outcome::Fail(_))) {
-        if let Outcome::Fail(why) = pick(s) {
-            return Outcome::Fail(label(s, why));
-        }
+    if let Some((s, why)) = signers.iter().find_map(|s| match pick(s) {
+        Outcome::Fail(why) => Some((s, why)),
+        _ => None,
+    }) {
+        return Outcome::Fail(label(s, why));
     }
-    if let Some(s) = signers
-        .iter()
-        .find(|s| matches!(pick(s), Outcome::NotChecked(_)))
-    {
-        if let Outcome::NotChecked(why) = pick(s) {
-            return Outcome::NotChecked(label(s, why));
-        }
+    if let Some((s, why)) = signers.iter().find_map(|s| match pick(s) {
+        Outcome::NotChecked(why) => Some((s, why)),
+        _ => None,
+    }) {
+        return Outcome::NotChecked(label(s, why));
     }
     Outcome::Pass
 }
