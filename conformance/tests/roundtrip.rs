@@ -704,3 +704,103 @@ fn crl_revocation_through_the_cli() {
         "{stderr}"
     );
 }
+
+/// RFC 5652 §5.3/§5.4 through the CLI: the acceptance receipt re-signed by two signers with
+/// `openssl cms -sign -signer a -signer b` (the outside tool) lists both under `signers` and
+/// passes; one wrong signature value fails `signature.integrity`, naming its SignerInfo.
+#[test]
+fn two_signer_infos_are_each_reported() {
+    use base64::Engine as _;
+    let p = pki();
+    let raw = accettazione();
+    let msg = pec_formats::parse::parse(&raw).unwrap();
+    let signed = msg.signed.as_ref().unwrap();
+    let b64 = |der: &[u8]| {
+        base64::engine::general_purpose::STANDARD
+            .encode(der)
+            .as_bytes()
+            .chunks(76)
+            .map(|l| String::from_utf8(l.to_vec()).unwrap())
+            .collect::<Vec<_>>()
+            .join("\r\n")
+    };
+    let old = b64(signed.signature_der.as_ref().unwrap());
+    let second =
+        p.ca.issue_provider("SECONDO PEC S.p.A.", "posta-certificata@pec.example.it")
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (n, key, cert) in [
+        ("a", &p._identity.key, &p._identity.cert),
+        ("b", &second.key, &second.cert),
+    ] {
+        std::fs::write(d.join(format!("{n}.pem")), cert.to_pem().unwrap()).unwrap();
+        std::fs::write(
+            d.join(format!("{n}.key")),
+            key.private_key_to_pem_pkcs8().unwrap(),
+        )
+        .unwrap();
+    }
+    std::fs::write(d.join("content"), &signed.content).unwrap();
+    run_ok(
+        Command::new("openssl").current_dir(d).args([
+            "cms", "-sign", "-binary", "-md", "sha256", "-signer", "a.pem", "-inkey", "a.key",
+            "-signer", "b.pem", "-inkey", "b.key", "-in", "content", "-outform", "DER", "-out",
+            "two.p7s",
+        ]),
+        "openssl cms -sign with two signers",
+    );
+    let der = openssl::cms::CmsContentInfo::from_der(&std::fs::read(d.join("two.p7s")).unwrap())
+        .unwrap()
+        .to_der()
+        .unwrap();
+    let with = |der: &[u8]| replace_once(&raw, &old, &b64(der));
+    let two = d.join("two.eml");
+    std::fs::write(&two, with(&der)).unwrap();
+    let ca = ca_pem();
+    let (code, f) = cli(&["--trust", ca.to_str().unwrap()], &two);
+    let signers = f["signers"].as_array().unwrap();
+    assert_eq!(signers.len(), 2, "{f:#}");
+    assert!(signers.iter().all(|s| s["verdict"] == "pass"), "{f:#}");
+    assert!(
+        signers
+            .iter()
+            .any(|s| s["subject"].as_str().unwrap().contains("SECONDO PEC"))
+    );
+    assert_eq!(check_of(&f, "signature.integrity")["verdict"], "pass");
+    assert_eq!(code, 0, "{f:#}");
+
+    // RSA-2048 signature values are the only `04 82 01 00` OCTET STRINGs: one per SignerInfo.
+    let marker = [0x04, 0x82, 0x01, 0x00];
+    let at: Vec<usize> = der
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == marker)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(at.len(), 2, "two signature values");
+    let mut bad = der.clone();
+    bad[at[1] + 4 + 255] ^= 0x01;
+    std::fs::write(&two, with(&bad)).unwrap();
+    let (code, f) = cli(&["--trust", ca.to_str().unwrap()], &two);
+    let signers = f["signers"].as_array().unwrap();
+    assert_eq!(signers[0]["verdict"], "pass", "{f:#}");
+    assert_eq!(signers[1]["verdict"], "fail", "{f:#}");
+    let integrity = check_of(&f, "signature.integrity");
+    assert_eq!(integrity["verdict"], "fail");
+    let detail = integrity["detail"].as_str().unwrap();
+    assert!(detail.starts_with("SignerInfo 2 ("), "{detail}");
+    assert_eq!(code, 1);
+    // The human output has one line per signer.
+    let out = Command::new(BIN)
+        .args(["verify", "--trust", ca.to_str().unwrap()])
+        .arg(&two)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("signer 1: ") && text.contains("signer 2: "),
+        "{text}"
+    );
+    assert!(text.contains("(sha256) fail: integrity: "), "{text}");
+}
