@@ -422,6 +422,15 @@ impl Verifier<'_> {
 
     fn digest_check(&mut self, r: &SignatureReport, micalg: Option<&str>) {
         const RULE: &str = "digest §4.1, §14.4; RFC 5751 §3.4.3.2";
+        if r.signers.is_empty() {
+            // RFC 5652 §5.1: no SignerInfo, so no digest was used.
+            return self.push(
+                "signature.digest",
+                Verdict::Fail,
+                RULE,
+                "the signature has no SignerInfo, hence no digest",
+            );
+        }
         let name = r.digest_name.to_ascii_lowercase();
         let (verdict, mut detail) = match r.digest {
             // digest §4.1: a conformant verifier must accept SHA-1; real providers still send it.

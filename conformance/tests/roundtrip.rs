@@ -804,3 +804,49 @@ fn two_signer_infos_are_each_reported() {
     );
     assert!(text.contains("(sha256) fail: integrity: "), "{text}");
 }
+
+/// RFC 5652 §5.1 through the CLI: a SignedData with no SignerInfo signs nothing and fails.
+#[test]
+fn a_signature_with_no_signer_info_fails() {
+    use base64::Engine as _;
+    let raw = accettazione();
+    let msg = pec_formats::parse::parse(&raw).unwrap();
+    let old = base64::engine::general_purpose::STANDARD
+        .encode(msg.signed.as_ref().unwrap().signature_der.as_ref().unwrap());
+    let old = old
+        .as_bytes()
+        .chunks(76)
+        .map(|l| String::from_utf8(l.to_vec()).unwrap())
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    // ContentInfo { signedData, [0] SignedData { 1, {}, { id-data }, signerInfos {} } }
+    let empty: &[u8] = &[
+        0x30, 0x23, 0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x02, 0xA0, 0x16,
+        0x30, 0x14, 0x02, 0x01, 0x01, 0x31, 0x00, 0x30, 0x0B, 0x06, 0x09, 0x2A, 0x86, 0x48, 0x86,
+        0xF7, 0x0D, 0x01, 0x07, 0x01, 0x31, 0x00,
+    ];
+    let new = base64::engine::general_purpose::STANDARD.encode(empty);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("empty.eml");
+    std::fs::write(&file, replace_once(&raw, &old, &new)).unwrap();
+    let ca = ca_pem();
+    let (code, f) = cli(&["--trust", ca.to_str().unwrap()], &file);
+    assert_eq!(
+        check_of(&f, "signature.present")["verdict"],
+        "pass",
+        "{f:#}"
+    );
+    let integrity = check_of(&f, "signature.integrity");
+    assert_eq!(integrity["verdict"], "fail", "{f:#}");
+    assert!(
+        integrity["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no SignerInfo"),
+        "{f:#}"
+    );
+    assert_eq!(check_of(&f, "signature.digest")["verdict"], "fail");
+    assert_eq!(f["signers"].as_array().unwrap().len(), 0);
+    assert_eq!(f["status"], "fail");
+    assert_eq!(code, 1);
+}
