@@ -416,11 +416,12 @@ async fn ensure_folder(
     folder: &str,
     now_ms: i64,
 ) -> Result<bool, StoreError> {
-    // A CASE rather than SQLite's two-argument MAX (PostgreSQL spells it GREATEST).
+    // A CASE rather than SQLite's two-argument MAX (PostgreSQL spells it GREATEST); `WHERE true`
+    // before ON CONFLICT: SQLite's parser needs it after a SELECT with a FROM.
     let r = sqlx::query(
         "INSERT INTO folders (mailbox, name, uidvalidity, uidnext)
          SELECT $1, $2, CASE WHEN $3 > m THEN $4 ELSE m END, 1
-         FROM (SELECT COALESCE(MAX(uidvalidity), 0) + 1 AS m FROM folders) AS latest
+         FROM (SELECT COALESCE(MAX(uidvalidity), 0) + 1 AS m FROM folders) AS latest WHERE true
          ON CONFLICT DO NOTHING",
     )
     .bind(mailbox)
@@ -878,7 +879,7 @@ impl Store for SqlStore {
             match op {
                 Op::Seen { message_id } => {
                     let r =
-                        sqlx::query("INSERT OR IGNORE INTO seen (message_id, at) VALUES ($1, $2)")
+                        sqlx::query("INSERT INTO seen (message_id, at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                             .bind(&message_id)
                             .bind(at)
                             .execute(&mut *tx)
@@ -944,9 +945,9 @@ impl Store for SqlStore {
                     .map_err(db("transaction"))?;
                     for (address, tipo) in recipients {
                         sqlx::query(
-                            "INSERT OR IGNORE INTO recipients
+                            "INSERT INTO recipients
                              (identificativo, address, tipo, state, updated_at)
-                             VALUES ($1, $2, $3, 'inviato', $4)",
+                             VALUES ($1, $2, $3, 'inviato', $4) ON CONFLICT DO NOTHING",
                         )
                         .bind(&identificativo)
                         .bind(&address)
@@ -981,9 +982,9 @@ impl Store for SqlStore {
                     raw,
                 } => {
                     sqlx::query(
-                        "INSERT OR IGNORE INTO outbox
+                        "INSERT INTO outbox
                          (key, mail_from, rcpts, raw, state, next_attempt, created_at)
-                         VALUES ($1, $2, $3, $4, 'pending', $5, $6)",
+                         VALUES ($1, $2, $3, $4, 'pending', $5, $6) ON CONFLICT DO NOTHING",
                     )
                     .bind(&key)
                     .bind(&mail_from)
@@ -1002,8 +1003,8 @@ impl Store for SqlStore {
                     due,
                 } => {
                     sqlx::query(
-                        "INSERT OR IGNORE INTO timers (identificativo, address, phase, due, state)
-                         VALUES ($1, $2, $3, $4, 'armed')",
+                        "INSERT INTO timers (identificativo, address, phase, due, state)
+                         VALUES ($1, $2, $3, $4, 'armed') ON CONFLICT DO NOTHING",
                     )
                     .bind(&identificativo)
                     .bind(&address)
