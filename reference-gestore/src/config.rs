@@ -604,6 +604,30 @@ timeouts: { preavviso: 90m, finale: 3h }
     }
 
     #[test]
+    fn the_store_is_sqlite_or_postgres_exactly_one() {
+        let c = Config::from_yaml(MINIMAL).unwrap();
+        assert_eq!(c.store.postgres, None);
+        assert!(c.store.sqlite.ends_with("gestore.db"));
+        let url = "postgres://gestore@127.0.0.1:5433/pec_a";
+        let pg = Config::from_yaml(&format!("{MINIMAL}store: {{ postgres: \"{url}\" }}\n")).unwrap();
+        assert_eq!(pg.store.postgres.as_deref(), Some(url));
+        assert_eq!(pg.store.describe(), url);
+        // Written and read back, it is still a PostgreSQL store with no SQLite path.
+        let back = Config::from_yaml(&pg.to_yaml().unwrap()).unwrap();
+        assert_eq!(back.store.postgres.as_deref(), Some(url));
+        assert!(back.store.sqlite.as_os_str().is_empty());
+        for (store, wanted) in [
+            ("{ sqlite: a.db, postgres: \"postgres://x@h/d\" }", "not both"),
+            ("{}", "give sqlite: PATH or postgres: URL"),
+            ("{ postgres: \"mysql://x@h/d\" }", "not a postgres:// URL"),
+            ("{ mysql: x }", "mysql"),
+        ] {
+            let e = Config::from_yaml(&format!("{MINIMAL}store: {store}\n")).unwrap_err();
+            assert!(e.contains(wanted), "{store}: {e}");
+        }
+    }
+
+    #[test]
     fn errors_name_what_is_wrong() {
         let e = Config::from_yaml(&MINIMAL.replace("30MB", "30 parsecs")).unwrap_err();
         assert!(e.contains("unknown unit `parsecs`"), "{e}");
