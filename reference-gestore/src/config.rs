@@ -609,7 +609,8 @@ timeouts: { preavviso: 90m, finale: 3h }
         assert_eq!(c.store.postgres, None);
         assert!(c.store.sqlite.ends_with("gestore.db"));
         let url = "postgres://gestore@127.0.0.1:5433/pec_a";
-        let pg = Config::from_yaml(&format!("{MINIMAL}store: {{ postgres: \"{url}\" }}\n")).unwrap();
+        let pg =
+            Config::from_yaml(&format!("{MINIMAL}store: {{ postgres: \"{url}\" }}\n")).unwrap();
         assert_eq!(pg.store.postgres.as_deref(), Some(url));
         assert_eq!(pg.store.describe(), url);
         // Written and read back, it is still a PostgreSQL store with no SQLite path.
@@ -617,7 +618,10 @@ timeouts: { preavviso: 90m, finale: 3h }
         assert_eq!(back.store.postgres.as_deref(), Some(url));
         assert!(back.store.sqlite.as_os_str().is_empty());
         for (store, wanted) in [
-            ("{ sqlite: a.db, postgres: \"postgres://x@h/d\" }", "not both"),
+            (
+                "{ sqlite: a.db, postgres: \"postgres://x@h/d\" }",
+                "not both",
+            ),
             ("{}", "give sqlite: PATH or postgres: URL"),
             ("{ postgres: \"mysql://x@h/d\" }", "not a postgres:// URL"),
             ("{ mysql: x }", "mysql"),

@@ -49,9 +49,7 @@ impl PgCluster {
     /// `tempfile::tempdir()`, whose parent the `postgres` user can traverse), removed by the caller.
     pub fn start(dir: &Path) -> anyhow::Result<PgCluster> {
         if !Path::new(PG_BIN).join("initdb").is_file() {
-            bail!(
-                "PostgreSQL 15 is not installed ({PG_BIN}/initdb is missing): run scripts/setup"
-            );
+            bail!("PostgreSQL 15 is not installed ({PG_BIN}/initdb is missing): run scripts/setup");
         }
         let as_postgres = std::fs::metadata("/proc/self")
             .context("reading /proc/self")?

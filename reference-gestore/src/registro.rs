@@ -47,14 +47,12 @@ pub async fn migrate(store: &SqlStore) -> Result<(), sqlx::Error> {
     let pool = store.pool();
     // SQLite only: a PostgreSQL store was never written without the chain columns.
     let cols: Vec<String> = match store.backend() {
-        crate::store::Backend::Sqlite => {
-            sqlx::query("SELECT name FROM pragma_table_info('log')")
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(|r| r.get(0))
-                .collect()
-        }
+        crate::store::Backend::Sqlite => sqlx::query("SELECT name FROM pragma_table_info('log')")
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
         crate::store::Backend::Postgres => vec!["prev".into(), "hash".into(), "canon".into()],
     };
     for (col, add) in [
@@ -316,11 +314,7 @@ pub fn canonical(values: &[String; 10]) -> String {
 }
 
 /// Appends `r` at time `at` (UTC ms) to the chain, inside the caller's transaction (digest §11).
-pub async fn append(
-    conn: &mut AnyConnection,
-    at: i64,
-    r: &LogRecord,
-) -> Result<(), sqlx::Error> {
+pub async fn append(conn: &mut AnyConnection, at: i64, r: &LogRecord) -> Result<(), sqlx::Error> {
     let last = sqlx::query("SELECT seq, hash FROM log ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut *conn)
         .await?;

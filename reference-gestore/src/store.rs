@@ -878,13 +878,14 @@ impl Store for SqlStore {
         for op in batch.ops {
             match op {
                 Op::Seen { message_id } => {
-                    let r =
-                        sqlx::query("INSERT INTO seen (message_id, at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                            .bind(&message_id)
-                            .bind(at)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(db("seen"))?;
+                    let r = sqlx::query(
+                        "INSERT INTO seen (message_id, at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&message_id)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("seen"))?;
                     if r.rows_affected() == 0 {
                         tx.rollback().await.map_err(db("rollback"))?;
                         return Ok(CommitOutcome::Duplicate);
@@ -1236,11 +1237,11 @@ impl Store for SqlStore {
                 "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM mailbox_messages
                  WHERE mailbox = $1",
             )
-                .bind(mailbox)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db("mailbox size"))?
-                .get(0),
+            .bind(mailbox)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("mailbox size"))?
+            .get(0),
         )
     }
 
