@@ -2,7 +2,7 @@
 //! its plaintext stream for TLS (STARTTLS, STLS), the login check, and the accept loop.
 
 use crate::password;
-use crate::store::{SqliteStore, Store};
+use crate::store::{SqlStore, Store};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,7 @@ pub type BoxIo = Box<dyn Io>;
 #[derive(Clone)]
 pub struct AccessConfig {
     /// The store holding the mailboxes.
-    pub store: SqliteStore,
+    pub store: SqlStore,
     /// TLS: offered with STARTTLS/STLS, or used from the first byte when the listener says so.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The host name in greetings.
@@ -39,7 +39,7 @@ impl AccessConfig {
     /// A configuration with the default limits: 3 failed logins, 128 MiB APPEND, 64 KiB of
     /// literals in other commands.
     pub fn new(
-        store: SqliteStore,
+        store: SqlStore,
         tls: Option<Arc<rustls::ServerConfig>>,
         hostname: impl Into<String>,
     ) -> AccessConfig {
@@ -107,7 +107,7 @@ pub enum Login {
 }
 
 /// Checks a user name and password against the accounts.
-pub async fn login(store: &SqliteStore, user: &str, pass: &str) -> Login {
+pub async fn login(store: &SqlStore, user: &str, pass: &str) -> Login {
     let Ok(Some(account)) = store.account(user).await else {
         return Login::Failed;
     };

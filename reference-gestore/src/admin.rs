@@ -5,7 +5,7 @@
 
 use crate::config::Config;
 use crate::password;
-use crate::store::{Account, Batch, Op, SqliteStore, Store};
+use crate::store::{Account, Batch, Op, SqlStore, Store};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 
@@ -100,7 +100,7 @@ pub fn welcome_message(config: &Config, address: &str, at: DateTime<Utc>) -> Vec
 }
 
 /// Carries out one operation; returns a line for the administrator.
-pub async fn run(config: &Config, store: &SqliteStore, op: MailboxOp) -> anyhow::Result<String> {
+pub async fn run(config: &Config, store: &SqlStore, op: MailboxOp) -> anyhow::Result<String> {
     let existing = |a: &str| {
         let a = a.to_string();
         async move {

@@ -130,19 +130,84 @@ fn default_digest() -> String {
     "sha256".into()
 }
 
-/// Where the store lives.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+/// Where the store lives: `store: { sqlite: PATH }` (the default, `gestore.db`) or
+/// `store: { postgres: "postgres://user@host:port/db" }`, exactly one of the two.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "RawStoreConfig")]
 pub struct StoreConfig {
-    /// The SQLite database file.
+    /// The SQLite database file; empty when the store is on PostgreSQL.
+    #[serde(skip_serializing_if = "path_is_empty")]
     pub sqlite: PathBuf,
+    /// The PostgreSQL database URL, when the store is there (the database must exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<String>,
+}
+
+fn path_is_empty(p: &Path) -> bool {
+    p.as_os_str().is_empty()
+}
+
+/// The `store:` section as written, before the exactly-one check.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStoreConfig {
+    #[serde(default)]
+    sqlite: Option<PathBuf>,
+    #[serde(default)]
+    postgres: Option<String>,
+}
+
+impl TryFrom<RawStoreConfig> for StoreConfig {
+    type Error = String;
+    fn try_from(r: RawStoreConfig) -> Result<StoreConfig, String> {
+        match (r.sqlite, r.postgres) {
+            (Some(p), None) if !path_is_empty(&p) => Ok(StoreConfig::sqlite(p)),
+            (None, Some(u)) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                Ok(StoreConfig {
+                    sqlite: PathBuf::new(),
+                    postgres: Some(u),
+                })
+            }
+            (None, Some(u)) => Err(format!(
+                "store.postgres: `{u}` is not a postgres:// URL (postgres://user@host:port/db)"
+            )),
+            (Some(_), Some(_)) => {
+                Err("store: give either sqlite or postgres, not both".to_string())
+            }
+            _ => Err("store: give sqlite: PATH or postgres: URL".to_string()),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// A store in the SQLite file `path`.
+    pub fn sqlite(path: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            sqlite: path.into(),
+            postgres: None,
+        }
+    }
+
+    /// A store in the PostgreSQL database at `url`.
+    pub fn postgres(url: impl Into<String>) -> StoreConfig {
+        StoreConfig {
+            sqlite: PathBuf::new(),
+            postgres: Some(url.into()),
+        }
+    }
+
+    /// The store for messages: the SQLite path or the PostgreSQL URL.
+    pub fn describe(&self) -> String {
+        match &self.postgres {
+            Some(u) => u.clone(),
+            None => self.sqlite.display().to_string(),
+        }
+    }
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig {
-            sqlite: PathBuf::from("gestore.db"),
-        }
+        StoreConfig::sqlite("gestore.db")
     }
 }
 
@@ -436,7 +501,9 @@ impl Config {
         fix(&mut self.directory);
         self.directory_trust.iter_mut().for_each(fix);
         self.trust.iter_mut().for_each(fix);
-        fix(&mut self.store.sqlite);
+        if !path_is_empty(&self.store.sqlite) {
+            fix(&mut self.store.sqlite);
+        }
         if let Some(t) = &mut self.log.tsa_local {
             fix(&mut t.cert);
             fix(&mut t.key);
@@ -534,6 +601,34 @@ timeouts: { preavviso: 90m, finale: 3h }
         assert_eq!(back.listeners.imap_tls, None);
         assert_eq!(back.routes, c.routes);
         assert_eq!(back.log.retention, c.log.retention);
+    }
+
+    #[test]
+    fn the_store_is_sqlite_or_postgres_exactly_one() {
+        let c = Config::from_yaml(MINIMAL).unwrap();
+        assert_eq!(c.store.postgres, None);
+        assert!(c.store.sqlite.ends_with("gestore.db"));
+        let url = "postgres://gestore@127.0.0.1:5433/pec_a";
+        let pg =
+            Config::from_yaml(&format!("{MINIMAL}store: {{ postgres: \"{url}\" }}\n")).unwrap();
+        assert_eq!(pg.store.postgres.as_deref(), Some(url));
+        assert_eq!(pg.store.describe(), url);
+        // Written and read back, it is still a PostgreSQL store with no SQLite path.
+        let back = Config::from_yaml(&pg.to_yaml().unwrap()).unwrap();
+        assert_eq!(back.store.postgres.as_deref(), Some(url));
+        assert!(back.store.sqlite.as_os_str().is_empty());
+        for (store, wanted) in [
+            (
+                "{ sqlite: a.db, postgres: \"postgres://x@h/d\" }",
+                "not both",
+            ),
+            ("{}", "give sqlite: PATH or postgres: URL"),
+            ("{ postgres: \"mysql://x@h/d\" }", "not a postgres:// URL"),
+            ("{ mysql: x }", "mysql"),
+        ] {
+            let e = Config::from_yaml(&format!("{MINIMAL}store: {store}\n")).unwrap_err();
+            assert!(e.contains(wanted), "{store}: {e}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::antivirus::Antivirus;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::password;
-use crate::store::{Account, SqliteStore, Store};
+use crate::store::{Account, SqlStore, Store};
 use anyhow::Context;
 use openssl::pkey::PKey;
 use openssl::x509::X509;
@@ -23,7 +23,7 @@ pub struct Gestore {
     /// The one clock (RFC 6109 §4.1: one time value per transaction).
     pub clock: Arc<dyn Clock>,
     /// The durable store.
-    pub store: SqliteStore,
+    pub store: SqlStore,
     /// The provider directory (Indice dei gestori, RFC 6109 §4.5).
     pub directory: Directory,
     /// Trust anchors for other providers' signatures: the configured CA files plus the directory's
@@ -136,10 +136,9 @@ impl Gestore {
                 X509::stack_from_pem(&read_pem(p)?).with_context(|| p.display().to_string())?,
             );
         }
-        if let Some(dir) = config.store.sqlite.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let store = SqliteStore::open(&config.store.sqlite).await?;
+        let store = SqlStore::open_config(&config.store)
+            .await
+            .with_context(|| format!("opening the store {}", config.store.describe()))?;
         for m in &config.mailboxes {
             if store.account(&m.address).await?.is_none() {
                 store

@@ -15,6 +15,7 @@ pub mod imap;
 pub mod instance;
 pub mod outbound;
 pub mod password;
+pub mod pgcluster;
 pub mod pop3;
 pub mod reception_point;
 pub mod registro;

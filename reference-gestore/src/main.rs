@@ -8,7 +8,7 @@ use reference_gestore::config::{ByteSize, Config};
 use reference_gestore::control;
 use reference_gestore::dev;
 use reference_gestore::instance::Instance;
-use reference_gestore::store::SqliteStore;
+use reference_gestore::store::SqlStore;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -180,9 +180,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             what: AdminWhat::Mailbox { action },
         } => {
             let c = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let store = SqliteStore::open(&c.store.sqlite)
+            let store = SqlStore::open_config(&c.store)
                 .await
-                .with_context(|| format!("opening {}", c.store.sqlite.display()))?;
+                .with_context(|| format!("opening {}", c.store.describe()))?;
             let op = match action {
                 MailboxAction::Create {
                     address,

@@ -14,13 +14,13 @@
 //! Digest §11 marks daily timestamping as [UNCONFIRMED] best practice; this module follows it.
 
 use crate::config::Config;
-use crate::store::{LogRecord, SqliteStore};
+use crate::store::{LogRecord, SqlStore};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Months, NaiveDate, TimeZone, Utc};
 use pec_formats::hex;
 use pec_formats::time::{rome_offset, to_rome};
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AnyConnection, Row};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -43,13 +43,18 @@ pub const SCHEMA: &[&str] = &["CREATE TABLE IF NOT EXISTS log_seals (
 
 /// Brings a `log` table written before the chain existed up to date: adds the chain columns and
 /// chains the records that have no hash yet, in seq order (digest §11).
-pub async fn migrate(pool: &sqlx::SqlitePool) -> Result<(), sqlx::Error> {
-    let cols: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info('log')")
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+pub async fn migrate(store: &SqlStore) -> Result<(), sqlx::Error> {
+    let pool = store.pool();
+    // SQLite only: a PostgreSQL store was never written without the chain columns.
+    let cols: Vec<String> = match store.backend() {
+        crate::store::Backend::Sqlite => sqlx::query("SELECT name FROM pragma_table_info('log')")
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+        crate::store::Backend::Postgres => vec!["prev".into(), "hash".into(), "canon".into()],
+    };
     for (col, add) in [
         (
             "prev",
@@ -78,7 +83,7 @@ pub async fn migrate(pool: &sqlx::SqlitePool) -> Result<(), sqlx::Error> {
     .await?;
     for r in &unchained {
         let mut row = read_row(r)?;
-        row.prev = sqlx::query("SELECT hash FROM log WHERE seq < ? ORDER BY seq DESC LIMIT 1")
+        row.prev = sqlx::query("SELECT hash FROM log WHERE seq < $1 ORDER BY seq DESC LIMIT 1")
             .bind(row.seq)
             .fetch_optional(&mut *tx)
             .await?
@@ -86,7 +91,7 @@ pub async fn migrate(pool: &sqlx::SqlitePool) -> Result<(), sqlx::Error> {
             .unwrap_or_else(|| GENESIS.to_string());
         row.canon = row.canonical();
         row.hash = sha256_hex(row.canon.as_bytes());
-        sqlx::query("UPDATE log SET prev = ?, hash = ?, canon = ? WHERE seq = ?")
+        sqlx::query("UPDATE log SET prev = $1, hash = $2, canon = $3 WHERE seq = $4")
             .bind(&row.prev)
             .bind(&row.hash)
             .bind(&row.canon)
@@ -309,11 +314,7 @@ pub fn canonical(values: &[String; 10]) -> String {
 }
 
 /// Appends `r` at time `at` (UTC ms) to the chain, inside the caller's transaction (digest §11).
-pub async fn append(
-    conn: &mut SqliteConnection,
-    at: i64,
-    r: &LogRecord,
-) -> Result<(), sqlx::Error> {
+pub async fn append(conn: &mut AnyConnection, at: i64, r: &LogRecord) -> Result<(), sqlx::Error> {
     let last = sqlx::query("SELECT seq, hash FROM log ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut *conn)
         .await?;
@@ -340,7 +341,7 @@ pub async fn append(
     row.hash = sha256_hex(row.canon.as_bytes());
     sqlx::query(
         "INSERT INTO log (seq, at, event, msgid, sender, recipients, subject, related, provider,
-         prev, hash, canon) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         prev, hash, canon) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(row.seq)
     .bind(row.at)
@@ -359,7 +360,7 @@ pub async fn append(
     Ok(())
 }
 
-fn read_row(r: &sqlx::sqlite::SqliteRow) -> Result<StoredRecord, sqlx::Error> {
+fn read_row(r: &sqlx::any::AnyRow) -> Result<StoredRecord, sqlx::Error> {
     Ok(StoredRecord {
         seq: r.try_get(0)?,
         at: r.try_get(1)?,
@@ -377,11 +378,11 @@ fn read_row(r: &sqlx::sqlite::SqliteRow) -> Result<StoredRecord, sqlx::Error> {
 }
 
 /// Every record with `seq > after`, in order.
-pub async fn records_after(store: &SqliteStore, after: i64) -> anyhow::Result<Vec<StoredRecord>> {
+pub async fn records_after(store: &SqlStore, after: i64) -> anyhow::Result<Vec<StoredRecord>> {
     let rows = sqlx::query(concat!(
         "SELECT ",
         row_columns!(),
-        " FROM log WHERE seq > ? ORDER BY seq"
+        " FROM log WHERE seq > $1 ORDER BY seq"
     ))
     .bind(after)
     .fetch_all(store.pool())
@@ -399,18 +400,14 @@ pub async fn read_only_records(path: &Path) -> anyhow::Result<Vec<StoredRecord>>
     if !path.is_file() {
         bail!("{}: no such store", path.display());
     }
-    let opts = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(path)
-        .read_only(true)
-        .busy_timeout(Duration::from_secs(10));
-    let mut conn = sqlx::ConnectOptions::connect(&opts)
+    let store = SqlStore::open_read_only(path)
         .await
         .with_context(|| format!("opening {} read-only", path.display()))?;
     let rows = sqlx::query(concat!("SELECT ", row_columns!(), " FROM log ORDER BY seq"))
-        .fetch_all(&mut conn)
+        .fetch_all(store.pool())
         .await
         .with_context(|| format!("reading the log of {}", path.display()))?;
-    let _ = sqlx::Connection::close(conn).await;
+    store.pool().close().await;
     rows.iter()
         .map(|r| read_row(r).context("a log row of unexpected type"))
         .collect()
@@ -456,7 +453,7 @@ pub fn seal_digest(day: &str, first: i64, last: i64, count: i64, chain: &str) ->
 }
 
 /// Every seal, in seq order.
-pub async fn seals(store: &SqliteStore) -> anyhow::Result<Vec<Seal>> {
+pub async fn seals(store: &SqlStore) -> anyhow::Result<Vec<Seal>> {
     let rows = sqlx::query(
         "SELECT day, first_seq, last_seq, count, chain_hash, tsr FROM log_seals ORDER BY first_seq",
     )
@@ -481,7 +478,7 @@ pub async fn seals(store: &SqliteStore) -> anyhow::Result<Vec<Seal>> {
 /// Seals every past Europe/Rome day that has unsealed records (digest §11). Returns how many days
 /// it sealed. Without a configured TSA it does nothing.
 pub async fn seal_pass(
-    store: &SqliteStore,
+    store: &SqlStore,
     log: &LogConfig,
     now: DateTime<Utc>,
 ) -> anyhow::Result<usize> {
@@ -495,7 +492,7 @@ pub async fn seal_pass(
         .try_get(0)?;
     let today = to_rome(now).date_naive();
     // Cheap common case (the worker calls this every pass): the oldest unsealed record is today's.
-    let oldest: Option<i64> = sqlx::query("SELECT at FROM log WHERE seq > ? ORDER BY seq LIMIT 1")
+    let oldest: Option<i64> = sqlx::query("SELECT at FROM log WHERE seq > $1 ORDER BY seq LIMIT 1")
         .bind(last_sealed)
         .fetch_optional(store.pool())
         .await
@@ -533,7 +530,7 @@ pub async fn seal_pass(
             .with_context(|| format!("time-stamping the log of {day_s}"))?;
         sqlx::query(
             "INSERT INTO log_seals (first_seq, last_seq, day, count, chain_hash, tsr, at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(first.seq)
         .bind(last.seq)
@@ -910,7 +907,7 @@ pub async fn verify_tsr(tsr: &[u8], digest: &[u8; 32], ca_file: &Path) -> anyhow
 }
 
 /// Proves the chain and every seal (digest §11). `Err` means the check could not run.
-pub async fn verify(store: &SqliteStore, trust: &[PathBuf]) -> anyhow::Result<Verification> {
+pub async fn verify(store: &SqlStore, trust: &[PathBuf]) -> anyhow::Result<Verification> {
     let rows = records_after(store, i64::MIN).await?;
     let seals = seals(store).await?;
     let mut v = Verification {
@@ -976,7 +973,7 @@ pub struct ExtractQuery {
 
 /// The records matching `q`, or an error when the range is empty or longer than
 /// [`MAX_EXTRACT_DAYS`].
-pub async fn extract(store: &SqliteStore, q: &ExtractQuery) -> anyhow::Result<Vec<StoredRecord>> {
+pub async fn extract(store: &SqlStore, q: &ExtractQuery) -> anyhow::Result<Vec<StoredRecord>> {
     let days = (q.to - q.from).num_days() + 1;
     if days < 1 {
         bail!("--to ({}) comes before --from ({})", q.to, q.from);
@@ -993,7 +990,7 @@ pub async fn extract(store: &SqliteStore, q: &ExtractQuery) -> anyhow::Result<Ve
     let rows = sqlx::query(concat!(
         "SELECT ",
         row_columns!(),
-        " FROM log WHERE at >= ? AND at < ? ORDER BY seq"
+        " FROM log WHERE at >= $1 AND at < $2 ORDER BY seq"
     ))
     .bind(start.timestamp_millis())
     .bind(end.timestamp_millis())
@@ -1095,7 +1092,7 @@ pub struct Purged {
 /// whole Europe/Rome days only, in one transaction; a purge record notes what went and anchors the
 /// remaining chain.
 pub async fn purge(
-    store: &SqliteStore,
+    store: &SqlStore,
     retention: Retention,
     provider: &str,
     now: DateTime<Utc>,
@@ -1106,15 +1103,15 @@ pub async fn purge(
         .context("retention reaches before the calendar")?;
     let before = rome_midnight(day)?;
     let cut = before.timestamp_millis();
-    let mut tx = store.pool().begin().await.context("begin")?;
+    let mut tx = store.begin().await?;
     // Only the leading run of old records goes: the chain stays one piece.
-    let first_young: Option<i64> = sqlx::query("SELECT MIN(seq) FROM log WHERE at >= ?")
+    let first_young: Option<i64> = sqlx::query("SELECT MIN(seq) FROM log WHERE at >= $1")
         .bind(cut)
         .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
     let last_old: Option<(i64, String)> = sqlx::query(
-        "SELECT seq, hash FROM log WHERE at < ? AND (? IS NULL OR seq < ?) ORDER BY seq DESC LIMIT 1",
+        "SELECT seq, hash FROM log WHERE at < $1 AND ($2 IS NULL OR seq < $3) ORDER BY seq DESC LIMIT 1",
     )
     .bind(cut)
     .bind(first_young)
@@ -1128,18 +1125,18 @@ pub async fn purge(
         virus: 0,
         seals: 0,
     };
-    p.virus = sqlx::query("DELETE FROM virus_store WHERE at < ?")
+    p.virus = sqlx::query("DELETE FROM virus_store WHERE at < $1")
         .bind(cut)
         .execute(&mut *tx)
         .await?
         .rows_affected();
     if let Some((seq, hash)) = &last_old {
-        p.records = sqlx::query("DELETE FROM log WHERE seq <= ?")
+        p.records = sqlx::query("DELETE FROM log WHERE seq <= $1")
             .bind(seq)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        p.seals = sqlx::query("DELETE FROM log_seals WHERE last_seq <= ?")
+        p.seals = sqlx::query("DELETE FROM log_seals WHERE last_seq <= $1")
             .bind(seq)
             .execute(&mut *tx)
             .await?
@@ -1213,14 +1210,14 @@ pub enum LogCommand {
     },
 }
 
-async fn open(config: &Path) -> anyhow::Result<(Config, SqliteStore)> {
+async fn open(config: &Path) -> anyhow::Result<(Config, SqlStore)> {
     let c = Config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    if !c.store.sqlite.exists() {
+    if c.store.postgres.is_none() && !c.store.sqlite.exists() {
         bail!("{}: no such store", c.store.sqlite.display());
     }
-    let s = SqliteStore::open(&c.store.sqlite)
+    let s = SqlStore::open_config(&c.store)
         .await
-        .with_context(|| format!("opening {}", c.store.sqlite.display()))?;
+        .with_context(|| format!("opening {}", c.store.describe()))?;
     Ok((c, s))
 }
 
@@ -1327,15 +1324,15 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().to_utc()
     }
 
-    async fn log_at(s: &SqliteStore, at: DateTime<Utc>, r: LogRecord) {
+    async fn log_at(s: &SqlStore, at: DateTime<Utc>, r: LogRecord) {
         let mut b = Batch::new(at);
         b.push(Op::Log(r));
         s.commit(b).await.unwrap();
     }
 
     /// A store with three records on 2026-03-10 (Rome).
-    async fn three() -> SqliteStore {
-        let s = SqliteStore::memory().await.unwrap();
+    async fn three() -> SqlStore {
+        let s = SqlStore::memory().await.unwrap();
         for n in 1..=3 {
             let at = utc("2026-03-10T09:00:00Z") + chrono::Duration::minutes(n as i64);
             log_at(&s, at, rec(n, "alice@pec.a.test", "bob@pec.b.test")).await;
@@ -1343,11 +1340,11 @@ mod tests {
         s
     }
 
-    async fn sql(s: &SqliteStore, q: &'static str) {
+    async fn sql(s: &SqlStore, q: &'static str) {
         sqlx::query(q).execute(s.pool()).await.unwrap();
     }
 
-    async fn finding(s: &SqliteStore) -> Option<Finding> {
+    async fn finding(s: &SqlStore) -> Option<Finding> {
         verify(s, &[]).await.unwrap().finding
     }
 
@@ -1431,7 +1428,7 @@ mod tests {
         forged.hash = sha256_hex(forged.canon.as_bytes());
         sqlx::query(
             "INSERT INTO log (seq, at, event, msgid, sender, recipients, subject, related, provider,
-             prev, hash, canon) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             prev, hash, canon) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(forged.seq)
         .bind(forged.at)
@@ -1536,7 +1533,7 @@ mod tests {
             .position(|w| w == digest)
             .expect("imprint in the token");
         tsr[at + 5] ^= 0x01;
-        sqlx::query("UPDATE log_seals SET tsr = ? WHERE first_seq = 1")
+        sqlx::query("UPDATE log_seals SET tsr = $1 WHERE first_seq = 1")
             .bind(&tsr)
             .execute(s.pool())
             .await
@@ -1553,7 +1550,7 @@ mod tests {
         let mut tsr = seals[0].tsr.clone();
         let last = tsr.len() - 1;
         tsr[last] ^= 0x80;
-        sqlx::query("UPDATE log_seals SET tsr = ? WHERE first_seq = 1")
+        sqlx::query("UPDATE log_seals SET tsr = $1 WHERE first_seq = 1")
             .bind(&tsr)
             .execute(s.pool())
             .await
@@ -1587,7 +1584,7 @@ mod tests {
 
     #[tokio::test]
     async fn extract_filters_and_refuses_more_than_seven_days() {
-        let s = SqliteStore::memory().await.unwrap();
+        let s = SqlStore::memory().await.unwrap();
         log_at(
             &s,
             utc("2026-03-10T09:00:00Z"),
@@ -1672,7 +1669,7 @@ mod tests {
     async fn purge_keeps_what_is_younger_than_retention_and_the_rest_verifies() {
         let tmp = tempfile::tempdir().unwrap();
         let (ca, cfg) = local_tsa(tmp.path());
-        let s = SqliteStore::memory().await.unwrap();
+        let s = SqlStore::memory().await.unwrap();
         let now = utc("2026-12-01T10:00:00Z");
         // 31 months back, 29 months back, yesterday.
         for (n, at) in [
@@ -1794,7 +1791,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_log_from_before_the_chain_is_migrated_and_chained() {
-        let s = SqliteStore::memory().await.unwrap();
+        let s = SqlStore::memory().await.unwrap();
         sql(&s, "DROP TABLE log").await;
         sql(
             &s,
@@ -1810,14 +1807,14 @@ mod tests {
                     (2, 'consegna', 'm1', 'a@x', '[\"b@y\"]', 's', '[]', 'P')",
         )
         .await;
-        migrate(s.pool()).await.unwrap();
+        migrate(&s).await.unwrap();
         log_at(&s, utc("2026-03-10T09:00:00Z"), rec(3, "a@x", "b@y")).await;
         let rows = records_after(&s, 0).await.unwrap();
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[0].prev, GENESIS);
         assert_eq!(finding(&s).await, None);
         // Idempotent.
-        migrate(s.pool()).await.unwrap();
+        migrate(&s).await.unwrap();
         assert_eq!(records_after(&s, 0).await.unwrap(), rows);
     }
 

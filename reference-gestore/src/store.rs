@@ -4,14 +4,19 @@
 //! then does SMTP answer 250. Workers take due rows, do them idempotently and mark them done, so a
 //! crash at any point leaves work to redo and nothing lost.
 //!
-//! The [`Store`] trait is the one interface; [`SqliteStore`] (sqlx, embedded) is the default and a
-//! PostgreSQL backend can implement the same trait. Times are stored as UTC milliseconds.
+//! The [`Store`] trait is the one interface; [`SqlStore`] implements it on SQLite (embedded, the
+//! default; [`SqliteStore`] is its old name) or on PostgreSQL (`store: { postgres: URL }`). Both run
+//! ONE body of SQL through sqlx's `Any` driver: `$N` placeholders and `ON CONFLICT` work on SQLite
+//! and PostgreSQL 15 alike (dependencies.md §1.6). What differs (schema types, pragmas, locking) is
+//! in the "Backend-specific SQL" section below and nowhere else. Times are stored as UTC
+//! milliseconds.
 
+use crate::config::StoreConfig;
 use chrono::{DateTime, TimeZone, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Executor, Row, Transaction};
 use std::path::Path;
-use std::str::FromStr;
 use tokio::sync::watch;
 
 /// A store error: says which operation failed and why.
@@ -29,6 +34,9 @@ pub enum StoreError {
     /// A row holds data the program cannot read back.
     #[error("store: corrupt row: {0}")]
     Corrupt(String),
+    /// The store cannot be opened as configured.
+    #[error("store: {0}")]
+    Config(String),
 }
 
 fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -403,17 +411,22 @@ fn parse_flags(s: &str) -> Vec<String> {
 /// Creates a folder if missing. UIDVALIDITY: the current second, or one more than any folder has,
 /// so a folder deleted and created again never reuses a value (RFC 3501 §2.3.1.1).
 async fn ensure_folder(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut AnyConnection,
     mailbox: &str,
     folder: &str,
     now_ms: i64,
 ) -> Result<bool, StoreError> {
+    // A CASE rather than SQLite's two-argument MAX (PostgreSQL spells it GREATEST); `WHERE true`
+    // before ON CONFLICT: SQLite's parser needs it after a SELECT with a FROM.
     let r = sqlx::query(
-        "INSERT OR IGNORE INTO folders (mailbox, name, uidvalidity, uidnext)
-         VALUES (?, ?, MAX(?, COALESCE((SELECT MAX(uidvalidity) FROM folders), 0) + 1), 1)",
+        "INSERT INTO folders (mailbox, name, uidvalidity, uidnext)
+         SELECT $1, $2, CASE WHEN $3 > m THEN $4 ELSE m END, 1
+         FROM (SELECT COALESCE(MAX(uidvalidity), 0) + 1 AS m FROM folders) AS latest WHERE true
+         ON CONFLICT DO NOTHING",
     )
     .bind(mailbox)
     .bind(folder)
+    .bind((now_ms / 1000) % 4_000_000_000)
     .bind((now_ms / 1000) % 4_000_000_000)
     .execute(&mut *conn)
     .await
@@ -423,14 +436,14 @@ async fn ensure_folder(
 
 /// Takes the next UID of a folder (creating the folder if missing).
 async fn take_uid(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut AnyConnection,
     mailbox: &str,
     folder: &str,
     now_ms: i64,
 ) -> Result<i64, StoreError> {
     ensure_folder(conn, mailbox, folder, now_ms).await?;
     Ok(sqlx::query(
-        "UPDATE folders SET uidnext = uidnext + 1 WHERE mailbox = ? AND name = ?
+        "UPDATE folders SET uidnext = uidnext + 1 WHERE mailbox = $1 AND name = $2
          RETURNING uidnext - 1",
     )
     .bind(mailbox)
@@ -485,8 +498,10 @@ const SCHEMA: &[&str] = &[
         uidnext INTEGER NOT NULL,
         PRIMARY KEY (mailbox, name))",
     // Databases written before the folders table: one folder row per existing (mailbox, folder).
-    "INSERT OR IGNORE INTO folders (mailbox, name, uidvalidity, uidnext)
-        SELECT mailbox, folder, 1, MAX(uid) + 1 FROM mailbox_messages GROUP BY mailbox, folder",
+    // (`WHERE true`: SQLite's parser needs it before an upsert's ON CONFLICT after a SELECT.)
+    "INSERT INTO folders (mailbox, name, uidvalidity, uidnext)
+        SELECT mailbox, folder, 1, MAX(uid) + 1 FROM mailbox_messages WHERE true
+        GROUP BY mailbox, folder ON CONFLICT DO NOTHING",
     // RFC 3501 §2.3.2 \Recent: the highest UID an IMAP session has already claimed, per folder
     // incarnation (a folder created again has a new UIDVALIDITY).
     "CREATE TABLE IF NOT EXISTS imap_recent (
@@ -553,11 +568,159 @@ const SCHEMA: &[&str] = &[
         canon TEXT NOT NULL DEFAULT '')",
 ];
 
-/// The embedded SQLite store (WAL, `synchronous=FULL`: a commit is on disk before SMTP says 250).
+/// The database a [`SqlStore`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file (WAL, `synchronous=FULL`: a commit is on disk before SMTP says 250).
+    Sqlite,
+    /// A PostgreSQL 15 server (a commit is flushed to its WAL before it returns:
+    /// `synchronous_commit=on`, the default).
+    Postgres,
+}
+
+/// The store of a gestore on SQLite or PostgreSQL (one body of SQL, sqlx `Any` driver).
 #[derive(Clone)]
-pub struct SqliteStore {
-    pool: SqlitePool,
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
     changes: std::sync::Arc<watch::Sender<u64>>,
+}
+
+/// The store's old name, from when SQLite was the only backend.
+pub type SqliteStore = SqlStore;
+
+// ---- Backend-specific SQL. Everything that differs between SQLite and PostgreSQL is here. ----
+
+/// The SQLite pragmas of every connection (they are per connection, so set on each connect):
+/// WAL lets a read-only process read while the gestore writes; `synchronous=FULL` puts a commit
+/// on disk before it returns, so SMTP says 250 only for what survives a crash.
+const SQLITE_PRAGMAS: &[&str] = &["PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL"];
+
+/// How long a SQLite connection waits for a lock (a checkpoint, another process) before failing.
+const SQLITE_BUSY: &str = "PRAGMA busy_timeout = 30000";
+
+/// PostgreSQL set-up before the schema. SQLite's `COLLATE NOCASE` (addresses compare without case)
+/// becomes a nondeterministic ICU collation named `nocase`, so the same column definitions, primary
+/// keys and `=` comparisons work unchanged (PostgreSQL folds the unquoted name to lower case).
+const POSTGRES_SETUP: &[&str] = &["CREATE COLLATION IF NOT EXISTS nocase
+        (provider = icu, locale = 'und-u-ks-level2', deterministic = false)"];
+
+/// The key of the PostgreSQL advisory lock every write transaction takes ([`SqlStore::begin`]).
+/// SQLite has one writer at a time by construction (one connection); this lock gives PostgreSQL the
+/// same, so a batch's reads (the log chain's last hash, a folder's next UID, the `\Recent` mark)
+/// cannot interleave with another writer's, whichever process it is in. RFC 6109 §4.1 numbers.
+const POSTGRES_WRITE_LOCK: i64 = 6109;
+
+/// A schema statement for `backend`. The statements are written for SQLite; PostgreSQL gets
+/// 64-bit integers (SQLite's INTEGER is 64-bit, PostgreSQL's 32), BYTEA for BLOB, identity columns
+/// for SQLite's `INTEGER PRIMARY KEY` row ids, and an explicit `rowid` column where a query orders
+/// by SQLite's implicit one (recipients, in the order given). Text compares bytewise as in SQLite
+/// (`COLLATE "C"`, so `ORDER BY name` does not follow the server's locale), except the NOCASE
+/// address columns ([`POSTGRES_SETUP`]).
+fn schema_statement(backend: Backend, stmt: &str) -> String {
+    match backend {
+        Backend::Sqlite => stmt.to_string(),
+        Backend::Postgres => stmt
+            .lines()
+            .map(|l| {
+                if l.contains("NOCASE") {
+                    l.to_string()
+                } else {
+                    l.replace(" TEXT", " TEXT COLLATE \"C\"")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace(
+                "INTEGER PRIMARY KEY",
+                "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+            )
+            .replace(" INTEGER", " BIGINT")
+            .replace(" BLOB", " BYTEA")
+            .replace(
+                "CREATE TABLE IF NOT EXISTS recipients (",
+                "CREATE TABLE IF NOT EXISTS recipients (
+        rowid BIGINT GENERATED ALWAYS AS IDENTITY,",
+            ),
+    }
+}
+
+impl SqlStore {
+    /// Opens a pool on `url` and prepares every connection for `backend`.
+    async fn connect(
+        backend: Backend,
+        opts: AnyConnectOptions,
+        read_only: bool,
+    ) -> Result<AnyPool, StoreError> {
+        sqlx::any::install_default_drivers();
+        let pool = match backend {
+            // One connection: SQLite serialises writers anyway, and a single connection kept for
+            // the pool's life keeps an in-memory database one database.
+            Backend::Sqlite => AnyPoolOptions::new()
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        conn.execute(SQLITE_BUSY).await?;
+                        if !read_only {
+                            for p in SQLITE_PRAGMAS {
+                                conn.execute(*p).await?;
+                            }
+                        }
+                        Ok(())
+                    })
+                }),
+            Backend::Postgres => AnyPoolOptions::new().max_connections(8),
+        };
+        pool.connect_with(opts).await.map_err(db("open"))
+    }
+
+    fn with_pool(backend: Backend, pool: AnyPool) -> SqlStore {
+        SqlStore {
+            pool,
+            backend,
+            changes: std::sync::Arc::new(watch::channel(0).0),
+        }
+    }
+
+    /// Begins a write transaction: on PostgreSQL it first takes the store's write lock
+    /// ([`POSTGRES_WRITE_LOCK`]), released at commit or rollback.
+    pub async fn begin(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        if self.backend == Backend::Postgres {
+            // `::text`: the Any driver reads no `void` column.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)::text")
+                .bind(POSTGRES_WRITE_LOCK)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("write lock"))?;
+        }
+        Ok(tx)
+    }
+
+    /// Creates the tables if missing and brings older databases up to date.
+    async fn prepare(self) -> Result<SqlStore, StoreError> {
+        if self.backend == Backend::Postgres {
+            for stmt in POSTGRES_SETUP {
+                sqlx::query(*stmt)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db("schema"))?;
+            }
+        }
+        for stmt in SCHEMA.iter().chain(crate::registro::SCHEMA) {
+            sqlx::query(sqlx::AssertSqlSafe(schema_statement(self.backend, stmt)))
+                .execute(&self.pool)
+                .await
+                .map_err(db("schema"))?;
+        }
+        // Digest §11: a log written before the hash chain gets its columns and links.
+        crate::registro::migrate(&self)
+            .await
+            .map_err(db("log migration"))?;
+        Ok(self)
+    }
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -578,71 +741,87 @@ fn parse_list(s: &str) -> Result<Vec<String>, StoreError> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("list {s:?}: {e}")))
 }
 
-impl SqliteStore {
-    /// Opens (creating if needed) the database file at `path`.
-    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let opts = SqliteConnectOptions::new()
+impl SqlStore {
+    /// Opens (creating if needed) the SQLite database file at `path`.
+    pub async fn open(path: &Path) -> Result<SqlStore, StoreError> {
+        let url = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(std::time::Duration::from_secs(30));
-        Self::with_options(opts).await
+            .to_url_lossy();
+        let opts = AnyConnectOptions::from_url(&url).map_err(db("open"))?;
+        let pool = Self::connect(Backend::Sqlite, opts, false).await?;
+        Self::with_pool(Backend::Sqlite, pool).prepare().await
     }
 
-    /// Opens an existing database read-only, for a process that only looks (the conformance
-    /// runner reading a `pec-gestore serve` child's mailboxes while the child writes). WAL lets a
-    /// reader see committed rows without blocking the writer; the busy timeout covers checkpoints.
-    pub async fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
-        let opts = SqliteConnectOptions::new()
+    /// Opens an existing SQLite database read-only, for a process that only looks (the
+    /// conformance runner reading a `pec-gestore serve` child's mailboxes while the child writes).
+    /// WAL lets a reader see committed rows without blocking the writer; the busy timeout covers
+    /// checkpoints.
+    pub async fn open_read_only(path: &Path) -> Result<SqlStore, StoreError> {
+        let url = SqliteConnectOptions::new()
             .filename(path)
             .read_only(true)
-            .busy_timeout(std::time::Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts)
+            .to_url_lossy();
+        let opts = AnyConnectOptions::from_url(&url).map_err(db("open read-only"))?;
+        let pool = Self::connect(Backend::Sqlite, opts, true)
             .await
-            .map_err(db("open read-only"))?;
-        Ok(SqliteStore {
-            pool,
-            changes: std::sync::Arc::new(watch::channel(0).0),
-        })
+            .map_err(|e| match e {
+                StoreError::Db { source, .. } => StoreError::Db {
+                    op: "open read-only",
+                    source,
+                },
+                e => e,
+            })?;
+        Ok(Self::with_pool(Backend::Sqlite, pool))
     }
 
-    /// An in-memory database (tests of the store itself).
-    pub async fn memory() -> Result<SqliteStore, StoreError> {
-        let opts = SqliteConnectOptions::from_str("sqlite::memory:").map_err(db("open"))?;
-        Self::with_options(opts).await
+    /// An in-memory SQLite database (tests of the store itself).
+    pub async fn memory() -> Result<SqlStore, StoreError> {
+        let opts: AnyConnectOptions = "sqlite::memory:".parse().map_err(db("open"))?;
+        let pool = Self::connect(Backend::Sqlite, opts, false).await?;
+        Self::with_pool(Backend::Sqlite, pool).prepare().await
     }
 
-    async fn with_options(opts: SqliteConnectOptions) -> Result<SqliteStore, StoreError> {
-        // One writer connection: SQLite serialises writers anyway, and a single connection keeps an
-        // in-memory database one database.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts)
-            .await
-            .map_err(db("open"))?;
-        for stmt in SCHEMA.iter().chain(crate::registro::SCHEMA) {
-            sqlx::query(*stmt)
-                .execute(&pool)
-                .await
-                .map_err(db("schema"))?;
+    /// Opens (creating the tables if needed) the PostgreSQL database at `url`
+    /// (`postgres://user@host:port/db`; the database must exist).
+    pub async fn open_postgres(url: &str) -> Result<SqlStore, StoreError> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(StoreError::Config(format!(
+                "`{url}` is not a postgres:// URL"
+            )));
         }
-        // Digest §11: a log written before the hash chain gets its columns and links.
-        crate::registro::migrate(&pool)
-            .await
-            .map_err(db("log migration"))?;
-        Ok(SqliteStore {
-            pool,
-            changes: std::sync::Arc::new(watch::channel(0).0),
-        })
+        let opts: AnyConnectOptions = url
+            .parse()
+            .map_err(|e| StoreError::Config(format!("`{url}`: {e}")))?;
+        let pool = Self::connect(Backend::Postgres, opts, false).await?;
+        Self::with_pool(Backend::Postgres, pool).prepare().await
+    }
+
+    /// Opens the store a config names (`store: { sqlite: PATH }` or `{ postgres: URL }`); a SQLite
+    /// file's folder is created if missing.
+    pub async fn open_config(c: &StoreConfig) -> Result<SqlStore, StoreError> {
+        match &c.postgres {
+            Some(url) => Self::open_postgres(url).await,
+            None => {
+                if let Some(dir) = c.sqlite.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        StoreError::Config(format!("creating {}: {e}", dir.display()))
+                    })?;
+                }
+                Self::open(&c.sqlite).await
+            }
+        }
+    }
+
+    /// Which database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// The connection pool (the message log's own queries, registro.rs).
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
@@ -657,9 +836,9 @@ impl SqliteStore {
         up_to: i64,
     ) -> Result<i64, StoreError> {
         let folder = canonical_folder(folder);
-        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let mut tx = self.begin().await?;
         let prev: i64 = sqlx::query(
-            "SELECT last_uid FROM imap_recent WHERE mailbox = ? AND folder = ? AND uidvalidity = ?",
+            "SELECT last_uid FROM imap_recent WHERE mailbox = $1 AND folder = $2 AND uidvalidity = $3",
         )
         .bind(mailbox)
         .bind(&folder)
@@ -670,7 +849,7 @@ impl SqliteStore {
         .map_or(0, |r| r.get(0));
         if up_to > prev {
             sqlx::query(
-                "INSERT INTO imap_recent (mailbox, folder, uidvalidity, last_uid) VALUES (?, ?, ?, ?)
+                "INSERT INTO imap_recent (mailbox, folder, uidvalidity, last_uid) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (mailbox, folder, uidvalidity) DO UPDATE SET last_uid = excluded.last_uid",
             )
             .bind(mailbox)
@@ -691,21 +870,22 @@ impl SqliteStore {
     }
 }
 
-impl Store for SqliteStore {
+impl Store for SqlStore {
     async fn commit(&self, batch: Batch) -> Result<CommitOutcome, StoreError> {
         let at = ms(batch.at);
-        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let mut tx = self.begin().await?;
         let mut delivered = false;
         for op in batch.ops {
             match op {
                 Op::Seen { message_id } => {
-                    let r =
-                        sqlx::query("INSERT OR IGNORE INTO seen (message_id, at) VALUES (?, ?)")
-                            .bind(&message_id)
-                            .bind(at)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(db("seen"))?;
+                    let r = sqlx::query(
+                        "INSERT INTO seen (message_id, at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&message_id)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("seen"))?;
                     if r.rows_affected() == 0 {
                         tx.rollback().await.map_err(db("rollback"))?;
                         return Ok(CommitOutcome::Duplicate);
@@ -725,7 +905,7 @@ impl Store for SqliteStore {
                     sqlx::query(
                         "INSERT INTO mailbox_messages
                          (mailbox, folder, uid, kind, message_id, raw, size, internal_date)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                     )
                     .bind(&mailbox)
                     .bind(&folder)
@@ -752,7 +932,7 @@ impl Store for SqliteStore {
                         "INSERT INTO transactions
                          (identificativo, sender, client_msgid, subject, tipo_ricevuta, accepted_at,
                           daticert)
-                         VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
                     )
                     .bind(&identificativo)
                     .bind(&sender)
@@ -766,9 +946,9 @@ impl Store for SqliteStore {
                     .map_err(db("transaction"))?;
                     for (address, tipo) in recipients {
                         sqlx::query(
-                            "INSERT OR IGNORE INTO recipients
+                            "INSERT INTO recipients
                              (identificativo, address, tipo, state, updated_at)
-                             VALUES (?, ?, ?, 'inviato', ?)",
+                             VALUES ($1, $2, $3, 'inviato', $4) ON CONFLICT DO NOTHING",
                         )
                         .bind(&identificativo)
                         .bind(&address)
@@ -785,8 +965,8 @@ impl Store for SqliteStore {
                     state,
                 } => {
                     sqlx::query(
-                        "UPDATE recipients SET state = ?, updated_at = ?
-                         WHERE identificativo = ? AND address = ?",
+                        "UPDATE recipients SET state = $1, updated_at = $2
+                         WHERE identificativo = $3 AND address = $4",
                     )
                     .bind(&state)
                     .bind(at)
@@ -803,9 +983,9 @@ impl Store for SqliteStore {
                     raw,
                 } => {
                     sqlx::query(
-                        "INSERT OR IGNORE INTO outbox
+                        "INSERT INTO outbox
                          (key, mail_from, rcpts, raw, state, next_attempt, created_at)
-                         VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                         VALUES ($1, $2, $3, $4, 'pending', $5, $6) ON CONFLICT DO NOTHING",
                     )
                     .bind(&key)
                     .bind(&mail_from)
@@ -824,8 +1004,8 @@ impl Store for SqliteStore {
                     due,
                 } => {
                     sqlx::query(
-                        "INSERT OR IGNORE INTO timers (identificativo, address, phase, due, state)
-                         VALUES (?, ?, ?, ?, 'armed')",
+                        "INSERT INTO timers (identificativo, address, phase, due, state)
+                         VALUES ($1, $2, $3, $4, 'armed') ON CONFLICT DO NOTHING",
                     )
                     .bind(&identificativo)
                     .bind(&address)
@@ -843,7 +1023,7 @@ impl Store for SqliteStore {
                     for phase in phases {
                         sqlx::query(
                             "UPDATE timers SET state = 'cancelled'
-                             WHERE identificativo = ? AND address = ? AND phase = ? AND state = 'armed'",
+                             WHERE identificativo = $1 AND address = $2 AND phase = $3 AND state = 'armed'",
                         )
                         .bind(&identificativo)
                         .bind(&address)
@@ -860,7 +1040,7 @@ impl Store for SqliteStore {
                 } => {
                     sqlx::query(
                         "UPDATE timers SET state = 'fired'
-                         WHERE identificativo = ? AND address = ? AND phase = ?",
+                         WHERE identificativo = $1 AND address = $2 AND phase = $3",
                     )
                     .bind(&identificativo)
                     .bind(&address)
@@ -877,7 +1057,7 @@ impl Store for SqliteStore {
                 } => {
                     sqlx::query(
                         "INSERT INTO virus_store (at, point, virus, identificativo, raw)
-                         VALUES (?, ?, ?, ?, ?)",
+                         VALUES ($1, $2, $3, $4, $5)",
                     )
                     .bind(at)
                     .bind(&point)
@@ -910,7 +1090,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<OutboxItem>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, key, mail_from, rcpts, raw, attempts FROM outbox
-             WHERE state = 'pending' AND next_attempt <= ? ORDER BY next_attempt, id LIMIT ?",
+             WHERE state = 'pending' AND next_attempt <= $1 ORDER BY next_attempt, id LIMIT $2",
         )
         .bind(ms(now))
         .bind(limit)
@@ -932,7 +1112,7 @@ impl Store for SqliteStore {
     }
 
     async fn outbox_done(&self, id: i64, reply: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET state = 'done', last_reply = ?, attempts = attempts + 1 WHERE id = ?")
+        sqlx::query("UPDATE outbox SET state = 'done', last_reply = $1, attempts = attempts + 1 WHERE id = $2")
             .bind(reply)
             .bind(id)
             .execute(&self.pool)
@@ -950,8 +1130,8 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let state = if give_up { "failed" } else { "pending" };
         sqlx::query(
-            "UPDATE outbox SET state = ?, next_attempt = ?, last_reply = ?, attempts = attempts + 1
-             WHERE id = ?",
+            "UPDATE outbox SET state = $1, next_attempt = $2, last_reply = $3, attempts = attempts + 1
+             WHERE id = $4",
         )
         .bind(state)
         .bind(ms(next))
@@ -967,7 +1147,7 @@ impl Store for SqliteStore {
         let v: Option<i64> = sqlx::query(
             "SELECT MIN(t) FROM (
                SELECT MIN(next_attempt) AS t FROM outbox WHERE state = 'pending'
-               UNION ALL SELECT MIN(due) AS t FROM timers WHERE state = 'armed')",
+               UNION ALL SELECT MIN(due) AS t FROM timers WHERE state = 'armed') AS w",
         )
         .fetch_one(&self.pool)
         .await
@@ -979,7 +1159,7 @@ impl Store for SqliteStore {
     async fn due_timers(&self, now: DateTime<Utc>) -> Result<Vec<DueTimer>, StoreError> {
         let rows = sqlx::query(
             "SELECT identificativo, address, phase, due FROM timers
-             WHERE state = 'armed' AND due <= ? ORDER BY due",
+             WHERE state = 'armed' AND due <= $1 ORDER BY due",
         )
         .bind(ms(now))
         .fetch_all(&self.pool)
@@ -1001,7 +1181,7 @@ impl Store for SqliteStore {
         &self,
         identificativo: &str,
     ) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT daticert FROM transactions WHERE identificativo = ?")
+        let row = sqlx::query("SELECT daticert FROM transactions WHERE identificativo = $1")
             .bind(identificativo)
             .fetch_optional(&self.pool)
             .await
@@ -1011,7 +1191,7 @@ impl Store for SqliteStore {
 
     async fn recipients(&self, identificativo: &str) -> Result<Vec<RecipientRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT address, tipo, state FROM recipients WHERE identificativo = ? ORDER BY rowid",
+            "SELECT address, tipo, state FROM recipients WHERE identificativo = $1 ORDER BY rowid",
         )
         .bind(identificativo)
         .fetch_all(&self.pool)
@@ -1030,7 +1210,7 @@ impl Store for SqliteStore {
     async fn mailbox(&self, mailbox: &str, folder: &str) -> Result<Vec<StoredMessage>, StoreError> {
         let rows = sqlx::query(
             "SELECT uid, kind, message_id, internal_date, raw FROM mailbox_messages
-             WHERE mailbox = ? AND folder = ? ORDER BY uid",
+             WHERE mailbox = $1 AND folder = $2 ORDER BY uid",
         )
         .bind(mailbox)
         .bind(folder)
@@ -1052,25 +1232,30 @@ impl Store for SqliteStore {
 
     async fn mailbox_size(&self, mailbox: &str) -> Result<i64, StoreError> {
         Ok(
-            sqlx::query("SELECT COALESCE(SUM(size), 0) FROM mailbox_messages WHERE mailbox = ?")
-                .bind(mailbox)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db("mailbox size"))?
-                .get(0),
+            // CAST: PostgreSQL's SUM of BIGINT is NUMERIC.
+            sqlx::query(
+                "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM mailbox_messages
+                 WHERE mailbox = $1",
+            )
+            .bind(mailbox)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("mailbox size"))?
+            .get(0),
         )
     }
 
     async fn put_account(&self, a: &Account) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO accounts (address, password_hash, quota, disabled) VALUES (?, ?, ?, ?)
+            "INSERT INTO accounts (address, password_hash, quota, disabled) VALUES ($1, $2, $3, $4)
              ON CONFLICT (address) DO UPDATE SET password_hash = excluded.password_hash,
              quota = excluded.quota, disabled = excluded.disabled",
         )
         .bind(&a.address)
         .bind(&a.password_hash)
         .bind(a.quota)
-        .bind(a.disabled)
+        // 0/1 on both backends (the column is INTEGER).
+        .bind(i64::from(a.disabled))
         .execute(&self.pool)
         .await
         .map_err(db("put account"))?;
@@ -1083,7 +1268,7 @@ impl Store for SqliteStore {
 
     async fn account(&self, address: &str) -> Result<Option<Account>, StoreError> {
         let row = sqlx::query(
-            "SELECT address, password_hash, quota, disabled FROM accounts WHERE address = ?",
+            "SELECT address, password_hash, quota, disabled FROM accounts WHERE address = $1",
         )
         .bind(address)
         .fetch_optional(&self.pool)
@@ -1093,19 +1278,20 @@ impl Store for SqliteStore {
             address: r.get(0),
             password_hash: r.get(1),
             quota: r.get(2),
-            disabled: r.get(3),
+            disabled: r.get::<i64, _>(3) != 0,
         }))
     }
 
     async fn folders(&self, mailbox: &str) -> Result<Vec<FolderInfo>, StoreError> {
+        // ESCAPE '!': PostgreSQL's LIKE takes `\` as its escape by default, SQLite's does not.
         let rows = sqlx::query(
             "SELECT f.name, f.uidvalidity, f.uidnext,
                     (SELECT COUNT(*) FROM mailbox_messages m
                      WHERE m.mailbox = f.mailbox AND m.folder = f.name),
                     (SELECT COUNT(*) FROM mailbox_messages m
                      WHERE m.mailbox = f.mailbox AND m.folder = f.name
-                       AND (' ' || m.flags || ' ') NOT LIKE '% \\Seen %')
-             FROM folders f WHERE f.mailbox = ? ORDER BY f.name",
+                       AND (' ' || m.flags || ' ') NOT LIKE '% \\Seen %' ESCAPE '!')
+             FROM folders f WHERE f.mailbox = $1 ORDER BY f.name",
         )
         .bind(mailbox)
         .fetch_all(&self.pool)
@@ -1139,14 +1325,14 @@ impl Store for SqliteStore {
 
     async fn delete_folder(&self, mailbox: &str, name: &str) -> Result<bool, StoreError> {
         let name = canonical_folder(name);
-        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
-        sqlx::query("DELETE FROM mailbox_messages WHERE mailbox = ? AND folder = ?")
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM mailbox_messages WHERE mailbox = $1 AND folder = $2")
             .bind(mailbox)
             .bind(&name)
             .execute(&mut *tx)
             .await
             .map_err(db("delete folder"))?;
-        let r = sqlx::query("DELETE FROM folders WHERE mailbox = ? AND name = ?")
+        let r = sqlx::query("DELETE FROM folders WHERE mailbox = $1 AND name = $2")
             .bind(mailbox)
             .bind(&name)
             .execute(&mut *tx)
@@ -1159,8 +1345,8 @@ impl Store for SqliteStore {
 
     async fn rename_folder(&self, mailbox: &str, from: &str, to: &str) -> Result<bool, StoreError> {
         let (from, to) = (canonical_folder(from), canonical_folder(to));
-        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
-        let names: Vec<String> = sqlx::query("SELECT name FROM folders WHERE mailbox = ?")
+        let mut tx = self.begin().await?;
+        let names: Vec<String> = sqlx::query("SELECT name FROM folders WHERE mailbox = $1")
             .bind(mailbox)
             .fetch_all(&mut *tx)
             .await
@@ -1179,8 +1365,8 @@ impl Store for SqliteStore {
         {
             let new = format!("{to}{}", &old[from.len()..]);
             for q in [
-                "UPDATE folders SET name = ? WHERE mailbox = ? AND name = ?",
-                "UPDATE mailbox_messages SET folder = ? WHERE mailbox = ? AND folder = ?",
+                "UPDATE folders SET name = $1 WHERE mailbox = $2 AND name = $3",
+                "UPDATE mailbox_messages SET folder = $1 WHERE mailbox = $2 AND folder = $3",
             ] {
                 sqlx::query(q)
                     .bind(&new)
@@ -1199,7 +1385,7 @@ impl Store for SqliteStore {
     async fn messages(&self, mailbox: &str, folder: &str) -> Result<Vec<MessageMeta>, StoreError> {
         let rows = sqlx::query(
             "SELECT uid, flags, size, internal_date FROM mailbox_messages
-             WHERE mailbox = ? AND folder = ? ORDER BY uid",
+             WHERE mailbox = $1 AND folder = $2 ORDER BY uid",
         )
         .bind(mailbox)
         .bind(canonical_folder(folder))
@@ -1225,7 +1411,7 @@ impl Store for SqliteStore {
         uid: i64,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(sqlx::query(
-            "SELECT raw FROM mailbox_messages WHERE mailbox = ? AND folder = ? AND uid = ?",
+            "SELECT raw FROM mailbox_messages WHERE mailbox = $1 AND folder = $2 AND uid = $3",
         )
         .bind(mailbox)
         .bind(canonical_folder(folder))
@@ -1244,7 +1430,7 @@ impl Store for SqliteStore {
         flags: &[String],
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE mailbox_messages SET flags = ? WHERE mailbox = ? AND folder = ? AND uid = ?",
+            "UPDATE mailbox_messages SET flags = $1 WHERE mailbox = $2 AND folder = $3 AND uid = $4",
         )
         .bind(flags_text(flags))
         .bind(mailbox)
@@ -1264,11 +1450,11 @@ impl Store for SqliteStore {
         uids: &[i64],
     ) -> Result<u64, StoreError> {
         let folder = canonical_folder(folder);
-        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let mut tx = self.begin().await?;
         let mut n = 0;
         for uid in uids {
             n += sqlx::query(
-                "DELETE FROM mailbox_messages WHERE mailbox = ? AND folder = ? AND uid = ?",
+                "DELETE FROM mailbox_messages WHERE mailbox = $1 AND folder = $2 AND uid = $3",
             )
             .bind(mailbox)
             .bind(&folder)
@@ -1291,15 +1477,15 @@ impl Store for SqliteStore {
         to: &str,
     ) -> Result<Vec<i64>, StoreError> {
         let (from, to) = (canonical_folder(from), canonical_folder(to));
-        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let mut tx = self.begin().await?;
         let mut out = Vec::new();
         for uid in uids {
             let new = take_uid(&mut tx, mailbox, &to, now_ms()).await?;
             let r = sqlx::query(
                 "INSERT INTO mailbox_messages
                  (mailbox, folder, uid, kind, message_id, raw, size, internal_date, flags)
-                 SELECT mailbox, ?, ?, kind, message_id, raw, size, internal_date, flags
-                 FROM mailbox_messages WHERE mailbox = ? AND folder = ? AND uid = ?",
+                 SELECT mailbox, $1, $2, kind, message_id, raw, size, internal_date, flags
+                 FROM mailbox_messages WHERE mailbox = $3 AND folder = $4 AND uid = $5",
             )
             .bind(&to)
             .bind(new)
@@ -1327,12 +1513,12 @@ impl Store for SqliteStore {
         internal_date: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
         let folder = canonical_folder(folder);
-        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let mut tx = self.begin().await?;
         let uid = take_uid(&mut tx, mailbox, &folder, now_ms()).await?;
         sqlx::query(
             "INSERT INTO mailbox_messages
              (mailbox, folder, uid, kind, message_id, raw, size, internal_date, flags)
-             VALUES (?, ?, ?, 'appended', NULL, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, 'appended', NULL, $4, $5, $6, $7)",
         )
         .bind(mailbox)
         .bind(&folder)
@@ -1350,11 +1536,11 @@ impl Store for SqliteStore {
     }
 
     async fn delete_mailbox(&self, address: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let mut tx = self.begin().await?;
         for q in [
-            "DELETE FROM mailbox_messages WHERE mailbox = ?",
-            "DELETE FROM folders WHERE mailbox = ?",
-            "DELETE FROM accounts WHERE address = ?",
+            "DELETE FROM mailbox_messages WHERE mailbox = $1",
+            "DELETE FROM folders WHERE mailbox = $1",
+            "DELETE FROM accounts WHERE address = $1",
         ] {
             sqlx::query(q)
                 .bind(address)
@@ -1396,9 +1582,169 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    #[tokio::test]
-    async fn accounts_are_found_case_insensitively_and_replaced() {
-        let s = SqliteStore::memory().await.unwrap();
+    use super::*;
+    use chrono::Duration;
+
+    /// Each scenario runs on an in-memory SQLite store (one test each, `on_sqlite::`) and, in one
+    /// test that starts a real PostgreSQL 15 on loopback, on a database of its own there.
+    macro_rules! scenarios {
+        ($($name:ident),* $(,)?) => {
+            mod on_sqlite {
+                $(
+                    #[tokio::test]
+                    async fn $name() {
+                        super::$name(super::SqlStore::memory().await.unwrap()).await
+                    }
+                )*
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn every_scenario_passes_on_postgres() {
+                let dir = tempfile::tempdir().unwrap();
+                let started = std::time::Instant::now();
+                let pg = crate::pgcluster::PgCluster::start(dir.path()).unwrap();
+                eprintln!("PostgreSQL test cluster up in {:?}", started.elapsed());
+                $(
+                    let url = pg.create_database(stringify!($name)).await.unwrap();
+                    let s = SqlStore::open_postgres(&url).await.unwrap();
+                    assert_eq!(s.backend(), Backend::Postgres);
+                    $name(s).await;
+                )*
+                eprintln!("store scenarios on PostgreSQL: {:?}", started.elapsed());
+            }
+        };
+    }
+
+    scenarios!(
+        accounts_are_found_case_insensitively_and_replaced,
+        a_batch_is_all_or_nothing_and_seen_ids_deduplicate,
+        recent_is_claimed_once_per_folder_incarnation,
+        folders_keep_uids_unique_and_uidvalidity_fresh,
+        enqueue_is_idempotent_and_retry_moves_the_due_time,
+        timers_fire_when_due_and_cancelled_ones_do_not,
+        concurrent_batches_commit_once_and_keep_the_log_chained,
+        recipients_keep_their_order_and_mailbox_size_sums,
+    );
+
+    /// The durable path under concurrency: the same inbound message committed by many tasks at
+    /// once is stored once (dedupe key `seen`), its receipt queued once (`outbox.key`); distinct
+    /// messages to one folder get distinct UIDs and the log stays one hash chain (digest §11).
+    async fn concurrent_batches_commit_once_and_keep_the_log_chained(s: SqlStore) {
+        let batch = |n: usize, id: &str| {
+            let mut b = Batch::new(t0());
+            b.push(Op::Seen {
+                message_id: id.to_string(),
+            })
+            .push(Op::Deliver {
+                mailbox: "bob@b".into(),
+                folder: "INBOX".into(),
+                raw: format!("Subject: {n}\r\n\r\nbody\r\n").into_bytes(),
+                kind: "ordinary".into(),
+                message_id: Some(id.to_string()),
+            })
+            .push(Op::Enqueue {
+                key: format!("consegna:{id}"),
+                mail_from: "p@b".into(),
+                rcpts: vec!["alice@a".into()],
+                raw: b"r".to_vec(),
+            })
+            .push(Op::Log(LogRecord {
+                event: "ricezione".into(),
+                msgid: id.to_string(),
+                sender: "alice@a".into(),
+                recipients: vec!["bob@b".into()],
+                subject: n.to_string(),
+                related: vec![],
+                provider: "B".into(),
+            }));
+            b
+        };
+        let mut same = tokio::task::JoinSet::new();
+        for n in 0..8 {
+            let (s, b) = (s.clone(), batch(n, "<same@a>"));
+            same.spawn(async move { s.commit(b).await.unwrap() });
+        }
+        let outcomes = same.join_all().await;
+        assert_eq!(
+            outcomes
+                .iter()
+                .filter(|o| **o == CommitOutcome::Committed)
+                .count(),
+            1,
+            "{outcomes:?}"
+        );
+        let mut distinct = tokio::task::JoinSet::new();
+        for n in 0..8 {
+            let (s, b) = (s.clone(), batch(n, &format!("<m{n}@a>")));
+            distinct.spawn(async move { s.commit(b).await.unwrap() });
+        }
+        assert!(
+            distinct
+                .join_all()
+                .await
+                .iter()
+                .all(|o| *o == CommitOutcome::Committed)
+        );
+        let uids: Vec<i64> = s
+            .mailbox("bob@b", "INBOX")
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.uid)
+            .collect();
+        assert_eq!(uids, (1..=9).collect::<Vec<_>>());
+        assert_eq!(s.due_outbox(t0(), 100).await.unwrap().len(), 9);
+        let rows = crate::registro::records_after(&s, 0).await.unwrap();
+        assert_eq!(rows.len(), 9);
+        assert_eq!(crate::registro::check_chain(&rows), None);
+    }
+
+    /// Recipients come back in the order the transaction listed them (not sorted), and the quota
+    /// sum is a plain integer on both backends.
+    async fn recipients_keep_their_order_and_mailbox_size_sums(s: SqlStore) {
+        let mut b = Batch::new(t0());
+        b.push(Op::Transaction {
+            identificativo: "id1".into(),
+            sender: "alice@a".into(),
+            client_msgid: None,
+            subject: "s".into(),
+            tipo_ricevuta: "completa".into(),
+            recipients: vec![
+                ("zed@b".into(), "certificato".into()),
+                ("amy@b".into(), "esterno".into()),
+            ],
+            daticert: "<postacert/>".into(),
+        })
+        .push(Op::RecipientState {
+            identificativo: "id1".into(),
+            address: "ZED@b".into(),
+            state: "consegnato".into(),
+        });
+        for raw in [&b"12345"[..], &b"678"[..]] {
+            b.push(Op::Deliver {
+                mailbox: "amy@b".into(),
+                folder: "INBOX".into(),
+                raw: raw.to_vec(),
+                kind: "ordinary".into(),
+                message_id: None,
+            });
+        }
+        s.commit(b).await.unwrap();
+        let r = s.recipients("id1").await.unwrap();
+        let got: Vec<(&str, &str)> = r
+            .iter()
+            .map(|r| (r.address.as_str(), r.state.as_str()))
+            .collect();
+        assert_eq!(got, [("zed@b", "consegnato"), ("amy@b", "inviato")]);
+        assert_eq!(s.mailbox_size("AMY@b").await.unwrap(), 8);
+        assert_eq!(
+            s.transaction_daticert("id1").await.unwrap().as_deref(),
+            Some("<postacert/>")
+        );
+        assert_eq!(s.mailbox("amy@b", "INBOX").await.unwrap()[1].raw, b"678");
+    }
+
+    async fn accounts_are_found_case_insensitively_and_replaced(s: SqlStore) {
         let mut a = Account {
             address: "Alice@pec.a.test".into(),
             password_hash: "h1".into(),
@@ -1414,18 +1760,13 @@ mod tests {
         assert!(s.account("bob@pec.a.test").await.unwrap().is_none());
     }
 
-    use super::*;
-    use chrono::Duration;
-
     fn t0() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2025, 3, 30, 0, 30, 0)
             .single()
             .unwrap()
     }
 
-    #[tokio::test]
-    async fn a_batch_is_all_or_nothing_and_seen_ids_deduplicate() {
-        let s = SqliteStore::memory().await.unwrap();
+    async fn a_batch_is_all_or_nothing_and_seen_ids_deduplicate(s: SqlStore) {
         let mut b = Batch::new(t0());
         b.push(Op::Seen {
             message_id: "<r1@x>".into(),
@@ -1453,9 +1794,7 @@ mod tests {
         assert_eq!(s.due_outbox(t0(), 10).await.unwrap().len(), 1);
     }
 
-    #[tokio::test]
-    async fn recent_is_claimed_once_per_folder_incarnation() {
-        let s = SqliteStore::memory().await.unwrap();
+    async fn recent_is_claimed_once_per_folder_incarnation(s: SqlStore) {
         // RFC 3501 §2.3.2: the first claim gets what is above the old mark; reading claims nothing.
         assert_eq!(s.claim_recent("a@x", "inbox", 7, 0).await.unwrap(), 0);
         assert_eq!(s.claim_recent("a@x", "INBOX", 7, 3).await.unwrap(), 0);
@@ -1469,9 +1808,7 @@ mod tests {
         assert_eq!(s.claim_recent("a@x", "INBOX", 8, 0).await.unwrap(), 0);
     }
 
-    #[tokio::test]
-    async fn folders_keep_uids_unique_and_uidvalidity_fresh() {
-        let s = SqliteStore::memory().await.unwrap();
+    async fn folders_keep_uids_unique_and_uidvalidity_fresh(s: SqlStore) {
         s.put_account(&Account {
             address: "alice@a".into(),
             password_hash: "h".into(),
@@ -1537,9 +1874,7 @@ mod tests {
         assert!(s.messages("alice@a", "C/B").await.unwrap().is_empty());
     }
 
-    #[tokio::test]
-    async fn enqueue_is_idempotent_and_retry_moves_the_due_time() {
-        let s = SqliteStore::memory().await.unwrap();
+    async fn enqueue_is_idempotent_and_retry_moves_the_due_time(s: SqlStore) {
         for _ in 0..2 {
             let mut b = Batch::new(t0());
             b.push(Op::Enqueue {
@@ -1566,9 +1901,7 @@ mod tests {
         assert_eq!(s.next_wakeup().await.unwrap(), None);
     }
 
-    #[tokio::test]
-    async fn timers_fire_when_due_and_cancelled_ones_do_not() {
-        let s = SqliteStore::memory().await.unwrap();
+    async fn timers_fire_when_due_and_cancelled_ones_do_not(s: SqlStore) {
         let mut b = Batch::new(t0());
         for (addr, phase, h) in [
             ("b1@b", "12h", 12),

@@ -258,7 +258,7 @@ impl Session {
         w.flush().await
     }
 
-    fn store(&self) -> &crate::store::SqliteStore {
+    fn store(&self) -> &crate::store::SqlStore {
         &self.cfg.store
     }
 
