@@ -583,7 +583,8 @@ impl<'de> Deserialize<'de> for LogEvent {
 /// The event types `expect_log` may name. RFC 6109 §2.3 asks for an "event type (reception,
 /// delivery, PEC notification emission, etc.)" without fixing names; these are the operations of
 /// RFC 6109 §3, named after the notice or step (the reference gestore's names). `ricezione-<kind>`
-/// is the reception of a receipt or notice of that kind from another provider.
+/// is the reception of a receipt or notice of that kind from another provider; `invio` is the
+/// hand-over of a message (envelope or notice) to another provider, accepted by it.
 pub const LOG_EVENTS: &[&str] = &[
     "accettazione",
     "non-accettazione",
@@ -594,6 +595,7 @@ pub const LOG_EVENTS: &[&str] = &[
     "anomalia",
     "rilevazione-virus",
     "inoltro",
+    "invio",
     "preavviso-12h",
     "mancata-consegna-24h",
 ];
