@@ -340,7 +340,8 @@ struct Run {
     evidence: Vec<String>,
     /// The attachments of each submission, by its Message-ID (for `breve_hashes`).
     sent: BTreeMap<String, Vec<crate::breve::SentAttachment>>,
-    /// The listener of the last `hostile-daticert` inject (for `external_fetches`).
+    /// The listener of the last `hostile-daticert` or `remote-doctype` inject (for
+    /// `external_fetches`).
     probe: Option<crate::probe::FetchProbe>,
     /// The shared clock when the scenario started (log times are judged against it).
     started: chrono::DateTime<chrono::Utc>,
@@ -978,7 +979,10 @@ impl Run {
         });
         // DC-05: the hostile daticert's DTD and entities point at a loopback listener, open until
         // the scenario ends; `expect.external_fetches` reads its count.
-        let probe_base = if i.kind == InjectKind::HostileDaticert {
+        let probe_base = if matches!(
+            i.kind,
+            InjectKind::HostileDaticert | InjectKind::RemoteDoctype
+        ) {
             match crate::probe::FetchProbe::start().await {
                 Ok(p) => {
                     let base = p.url("");
@@ -1034,7 +1038,10 @@ impl Run {
                 })
                 .and_then(|r| r)
             }
-            InjectKind::Virus | InjectKind::BadDaticert | InjectKind::HostileDaticert => {
+            InjectKind::Virus
+            | InjectKind::BadDaticert
+            | InjectKind::HostileDaticert
+            | InjectKind::RemoteDoctype => {
                 let Some(g) = signer_gestore.and_then(|g| self.topo.gestori.get(&g)) else {
                     return StepOutcome::fail(
                         "the sender must be a mailbox of a reference gestore",
@@ -1057,6 +1064,22 @@ impl Run {
                     guarded("virus envelope", || {
                         craft::signed_envelope(&g.provider(), &from, &to, &original)
                             .map_err(|e| format!("{e:#}"))
+                    })
+                    .and_then(|r| r)
+                } else if i.kind == InjectKind::RemoteDoctype {
+                    // DC-05, digest §6.2: a remote DTD named, never fetched.
+                    let base = probe_base.as_deref().unwrap_or_default();
+                    let original = craft::ordinary(&from, &to, &subject, &format!("orig.{id}"));
+                    guarded("remote-doctype envelope", || {
+                        craft::remote_doctype_envelope(
+                            &g.provider(),
+                            &g.signer,
+                            &from,
+                            &to,
+                            &original,
+                            base,
+                        )
+                        .map_err(|e| format!("{e:#}"))
                     })
                     .and_then(|r| r)
                 } else if i.kind == InjectKind::HostileDaticert {
@@ -1428,7 +1451,7 @@ impl Run {
                 format!("at most {max} connection(s) to the DTD/entity listener"),
                 self.probe.is_some() && n <= max,
                 if self.probe.is_none() {
-                    "no listener: no hostile-daticert inject ran".to_string()
+                    "no listener: no hostile-daticert or remote-doctype inject ran".to_string()
                 } else {
                     format!("{n} connection(s) [{}]", requests.join(" | "))
                 },
