@@ -255,6 +255,95 @@ pub fn hostile_daticert_envelope(
     envelope_with_daticert(signer, from, service, to, subject, id, &daticert)
 }
 
+/// A valid transport envelope built by `provider` (signed with `signer`, its key) whose
+/// daticert.xml names its DTD on `base` (a URL of the runner's loopback listener) in the DOCTYPE,
+/// as real providers name theirs (`PUBLIC "..." "https://..."`, digest §6.2), and declares no
+/// entity. Readers must deliver it normally and fetch nothing (DC-05; digest §6.2, §14.7).
+pub fn remote_doctype_envelope(
+    provider: &Provider<'_>,
+    signer: &Signer,
+    from: &str,
+    to: &[String],
+    original: &[u8],
+    base: &str,
+) -> anyhow::Result<Vec<u8>> {
+    use crate::topology::find;
+    use anyhow::Context;
+    let raw = signed_envelope(provider, from, to, original)?;
+    let head_end = find(&raw, b"\r\n\r\n").context("envelope without a body")?;
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
+    let ct_at = head
+        .to_ascii_lowercase()
+        .find("\r\ncontent-type:")
+        .context("envelope without Content-Type")?;
+    let boundary = head[ct_at..]
+        .split("boundary=\"")
+        .nth(1)
+        .and_then(|b| b.split('"').next())
+        .context("multipart/signed without a quoted boundary")?
+        .to_string();
+    // RFC 1847 §2.1: the signed entity is the first part of the multipart/signed.
+    let open = format!("--{boundary}\r\n");
+    let first = find(&raw, open.as_bytes()).context("no first part")? + open.len();
+    let end = find(&raw[first..], format!("\r\n--{boundary}").as_bytes())
+        .context("no second part")?
+        + first;
+    let inner = &raw[first..end];
+    // The daticert part, base64 (as the builder writes it).
+    let marker = b"filename=\"daticert.xml\"\r\nContent-Transfer-Encoding: base64\r\n\r\n";
+    let b64_start = find(inner, marker).context("no base64 daticert.xml part")? + marker.len();
+    let b64_end =
+        find(&inner[b64_start..], b"\r\n--").context("daticert.xml part not closed")? + b64_start;
+    let b64: Vec<u8> = inner[b64_start..b64_end]
+        .iter()
+        .copied()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    let xml = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64)?)?;
+    let remote = format!(
+        "<!DOCTYPE postacert PUBLIC \"-//Gestore di prova//DTD posta certificata//IT\" \"{}/daticert.dtd\">",
+        base.trim_end_matches('/')
+    );
+    anyhow::ensure!(
+        xml.contains(pec_formats::daticert::DOCTYPE),
+        "the built daticert has no DOCTYPE to replace"
+    );
+    let xml = xml.replace(pec_formats::daticert::DOCTYPE, &remote);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(xml.as_bytes());
+    let lines: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    let mut new_inner = inner[..b64_start].to_vec();
+    new_inner.extend_from_slice(lines.join("\r\n").as_bytes());
+    new_inner.extend_from_slice(&inner[b64_end..]);
+    // RFC 6109 §2.1: signed again with the provider's key, the headers unchanged but the
+    // Content-Type (its new boundary).
+    let signed = smime::sign(signer, &new_inner)?;
+    let ct_end = head[ct_at + 2..]
+        .find("\r\n")
+        .map(|i| ct_at + 2 + i)
+        .unwrap_or(head.len());
+    // A folded Content-Type continues on lines starting with white space.
+    let mut ct_end = ct_end;
+    while head[ct_end..].starts_with("\r\n ") || head[ct_end..].starts_with("\r\n\t") {
+        ct_end = head[ct_end + 2..]
+            .find("\r\n")
+            .map(|i| ct_end + 2 + i)
+            .unwrap_or(head.len());
+    }
+    let mut out = format!(
+        "{}\r\nContent-Type: {}{}\r\n\r\n",
+        &head[..ct_at],
+        signed.content_type,
+        &head[ct_end..]
+    )
+    .into_bytes();
+    out.extend_from_slice(&signed.body);
+    Ok(out)
+}
+
 /// A transport envelope (RFC 6109 §3.1.3 layout: text, daticert.xml, postacert.eml) signed by
 /// `signer`, carrying `daticert` as written.
 fn envelope_with_daticert(
@@ -390,6 +479,54 @@ mod tests {
         let end = x.find("]>").unwrap();
         let plain = format!("{}>{}", &x[..start], &x[end + 2..]).replace(" &lol9; &xxe;", "");
         crate::dtd::parse_tree(plain.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn the_remote_doctype_envelope_names_the_listener_verifies_and_declares_no_entity() {
+        let ca = pec_formats::pki::TestCa::generate("Test CA").unwrap();
+        let ident = ca
+            .issue_provider("Gestore A", "posta-certificata@pec.a.test")
+            .unwrap();
+        let signer = Signer {
+            key: ident.key,
+            cert: ident.cert,
+            chain: vec![],
+            digest: pec_formats::smime::DigestAlg::Sha256,
+        };
+        let p = Provider::new("Gestore A", "pec.a.test", &signer);
+        let to = vec!["bob@pec.b.test".to_string()];
+        let original = ordinary("alice@pec.a.test", &to, "DTD remoto", "orig.1@pec.a.test");
+        let raw = remote_doctype_envelope(
+            &p,
+            &signer,
+            "alice@pec.a.test",
+            &to,
+            &original,
+            "http://127.0.0.1:9/",
+        )
+        .unwrap();
+        let msg = pec_formats::parse::parse(&raw).unwrap();
+        let xml = String::from_utf8(msg.daticert_xml.clone().unwrap()).unwrap();
+        assert!(
+            xml.contains("\"http://127.0.0.1:9/daticert.dtd\">"),
+            "{xml}"
+        );
+        assert!(!xml.contains("<!ENTITY") && !xml.contains(" ["), "{xml}");
+        pec_formats::daticert::Daticert::from_xml(xml.as_bytes()).unwrap();
+        crate::dtd::parse_tree(xml.as_bytes()).unwrap();
+        // The whole message passes the offline checks (the signature was made again).
+        let r = crate::checks::verify_bytes("x", &raw, &crate::checks::VerifyConfig::default());
+        let failed: Vec<_> = r
+            .checks
+            .iter()
+            .filter(|c| c.verdict == crate::report::Verdict::Fail)
+            .collect();
+        assert!(failed.is_empty(), "{failed:?}");
+        assert!(
+            r.checks
+                .iter()
+                .any(|c| c.id == "signature.integrity" && c.verdict == crate::report::Verdict::Pass)
+        );
     }
 
     #[test]

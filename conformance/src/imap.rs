@@ -1,8 +1,11 @@
 //! A small IMAP4rev1 client (RFC 3501) for reading the target's mailboxes: LOGIN, SELECT,
 //! UID SEARCH ALL, UID FETCH BODY.PEEK[] (so reading never sets `\Seen`), LOGOUT. Implicit TLS
 //! (RFC 8314 §3.2) or STARTTLS (RFC 3501 §6.2.1), on tokio-rustls. Every read has a deadline; a
-//! broken or hostile server gives an error naming the command, never a panic.
+//! broken or hostile server gives an error naming the command, never a panic. A session can be
+//! recorded ([`fetch_all_recorded`]) with the SMTP transcript recorder in its IMAP mode: the
+//! password is redacted and message bodies become a size and SHA-256 line.
 
+use reference_gestore::smtp::transcript::{Transcript, tls_note};
 use rustls::RootCertStore;
 use rustls::pki_types::ServerName;
 use std::time::Duration;
@@ -164,10 +167,10 @@ fn quoted(s: &str) -> Result<String, ImapError> {
     ))
 }
 
-async fn tls(
+async fn tls<S: Io>(
     server: &ImapServer,
-    tcp: TcpStream,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ImapError> {
+    tcp: S,
+) -> Result<tokio_rustls::client::TlsStream<S>, ImapError> {
     let name = ServerName::try_from(server.server_name.clone())
         .map_err(|e| err("TLS", format!("server name `{}`: {e}", server.server_name)))?;
     let connector = tokio_rustls::TlsConnector::from(reference_gestore::tls::client_config(
@@ -185,12 +188,27 @@ async fn open(
     user: &str,
     password: &str,
     mailbox: &str,
+    transcript: &Transcript,
 ) -> Result<Conn<Box<dyn Io>>, ImapError> {
     let addr = format!("{}:{}", server.host, server.port);
+    transcript.note(format!(
+        "connecting to {addr} ({})",
+        if server.starttls {
+            "STARTTLS"
+        } else {
+            "implicit TLS"
+        }
+    ));
     let tcp = tokio::time::timeout(server.timeout, TcpStream::connect(&addr))
         .await
         .map_err(|_| err("connect", format!("{addr}: timed out")))?
         .map_err(|e| err("connect", format!("{addr}: {e}")))?;
+    let tcp = transcript.wrap(tcp);
+    // The TLS handshake is not IMAP: not recorded, a marker line says how it went.
+    let secure = |s: tokio_rustls::client::TlsStream<_>, how: &str| {
+        transcript.note(tls_note(how, s.get_ref().1));
+        Box::new(transcript.wrap(s)) as Box<dyn Io>
+    };
     let mut conn = if server.starttls {
         let mut plain = Conn {
             io: BufReader::new(tcp),
@@ -207,20 +225,24 @@ async fn open(
             ));
         }
         let tcp = plain.io.into_inner();
+        transcript.pause();
         Conn {
-            io: BufReader::new(Box::new(tls(server, tcp).await?) as Box<dyn Io>),
+            io: BufReader::new(secure(tls(server, tcp).await?, "STARTTLS")),
             tag: plain.tag,
             timeout: server.timeout,
         }
     } else {
+        transcript.pause();
         let mut c = Conn {
-            io: BufReader::new(Box::new(tls(server, tcp).await?) as Box<dyn Io>),
+            io: BufReader::new(secure(tls(server, tcp).await?, "implicit")),
             tag: 0,
             timeout: server.timeout,
         };
         greeting(&mut c).await?;
         c
     };
+    // RFC 3501 §6.1.1, §6.2.1: the capabilities as they are after TLS (recorded for the evidence).
+    conn.command("CAPABILITY", "CAPABILITY").await?;
     conn.command(
         "LOGIN",
         &format!("LOGIN {} {}", quoted(user)?, quoted(password)?),
@@ -249,7 +271,34 @@ pub async fn fetch_all(
     password: &str,
     mailbox: &str,
 ) -> Result<Vec<ImapMessage>, ImapError> {
-    let mut c = open(server, user, password, mailbox).await?;
+    let t = Transcript::imap(reference_gestore::smtp::transcript::Side::Client);
+    fetch_all_recorded(server, user, password, mailbox, &t).await
+}
+
+/// [`fetch_all`], recording the session into `transcript` (made with [`Transcript::imap`]: the
+/// password redacted, each message a size and SHA-256 line); an error is noted in it too.
+pub async fn fetch_all_recorded(
+    server: &ImapServer,
+    user: &str,
+    password: &str,
+    mailbox: &str,
+    transcript: &Transcript,
+) -> Result<Vec<ImapMessage>, ImapError> {
+    let r = fetch_session(server, user, password, mailbox, transcript).await;
+    if let Err(e) = &r {
+        transcript.note(format!("error: {e}"));
+    }
+    r
+}
+
+async fn fetch_session(
+    server: &ImapServer,
+    user: &str,
+    password: &str,
+    mailbox: &str,
+    transcript: &Transcript,
+) -> Result<Vec<ImapMessage>, ImapError> {
+    let mut c = open(server, user, password, mailbox, transcript).await?;
     let search = c.command("UID SEARCH", "UID SEARCH ALL").await?;
     let uids: Vec<u32> = search
         .iter()

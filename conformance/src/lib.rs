@@ -5,6 +5,7 @@
 //! - [`imap`]: a small IMAP client that reads the target's mailboxes;
 //! - [`logcheck`]: judging a reference gestore's message log (RFC 6109 §2.3);
 //! - [`mime`]: minimal reading of the signed entity as written;
+//! - [`reqtable`]: the requirements table (requirement → code → checks → scenarios);
 //! - [`report`]: verdicts, human text and the JSON schema of `conformance/README.md`;
 //! - [`scenario`], [`topology`], [`craft`], [`runner`], [`run_report`]: `pec-conformance run`, the
 //!   scenario runner between gestori and its reports.
@@ -19,6 +20,7 @@ pub mod logcheck;
 pub mod mime;
 pub mod probe;
 pub mod report;
+pub mod reqtable;
 pub mod run_report;
 pub mod runner;
 pub mod scenario;

@@ -1,4 +1,5 @@
-//! `pec-conformance`: offline verification of PEC messages (`verify`); the scenario runner comes later.
+//! `pec-conformance`: offline verification of PEC messages (`verify`), the scenario runner (`run`)
+//! and the requirements table (`requirements`).
 
 use clap::{Parser, Subcommand, ValueEnum};
 use pec_conformance::checks::{VerifyConfig, load_crls, load_trust, verify_bytes_with_crls};
@@ -41,6 +42,21 @@ enum Command {
     },
     /// Run the scenario catalog between gestori and write reports (see scenarios/README.md).
     Run(pec_conformance::runner::RunArgs),
+    /// Print the requirements table: per requirement, the code, checks and scenarios citing it.
+    Requirements {
+        /// Output format (`md` is what docs/requirements.md holds).
+        #[arg(long, value_enum, default_value_t = TableFormat::Md)]
+        format: TableFormat,
+        /// The repository root (with requirements.yaml, scenarios/ and the sources).
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TableFormat {
+    Md,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -53,6 +69,20 @@ fn main() {
     let cli = Cli::parse();
     let (trust, at, crl, format, files) = match cli.command {
         Command::Run(args) => std::process::exit(pec_conformance::runner::main_run(&args)),
+        Command::Requirements { format, root } => {
+            match pec_conformance::reqtable::build(&root) {
+                Ok(t) => {
+                    let text = match format {
+                        TableFormat::Md => pec_conformance::reqtable::to_markdown(&t),
+                        TableFormat::Json => pec_conformance::reqtable::to_json(&t) + "\n",
+                    };
+                    // A closed pipe (`| head`) is not an error worth a panic.
+                    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+                }
+                Err(e) => fail_usage(&format!("requirements: {e}")),
+            }
+            return;
+        }
         Command::Verify {
             trust,
             at,

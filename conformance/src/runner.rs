@@ -340,8 +340,12 @@ struct Run {
     evidence: Vec<String>,
     /// The attachments of each submission, by its Message-ID (for `breve_hashes`).
     sent: BTreeMap<String, Vec<crate::breve::SentAttachment>>,
-    /// The listener of the last `hostile-daticert` inject (for `external_fetches`).
+    /// The listener of the last `hostile-daticert` or `remote-doctype` inject (for
+    /// `external_fetches`).
     probe: Option<crate::probe::FetchProbe>,
+    /// The last IMAP session with each target mailbox not yet in the evidence: address →
+    /// transcript (credentials redacted, messages as size and SHA-256).
+    imap_sessions: std::sync::Mutex<BTreeMap<String, String>>,
     /// The shared clock when the scenario started (log times are judged against it).
     started: chrono::DateTime<chrono::Utc>,
 }
@@ -523,6 +527,7 @@ pub async fn run_scenario_with(
         evidence: Vec::new(),
         sent: BTreeMap::new(),
         probe: None,
+        imap_sessions: Default::default(),
         started: reference_gestore::clock::Clock::now(&*topo_clock),
     };
     // Process mode: the children's logs (written there by the children) and how they were started.
@@ -561,14 +566,19 @@ pub async fn run_scenario_with(
             }
         }
     }
+    let before = run.imap_evidence("00");
+    run.evidence.extend(before);
     let mut failed = false;
     for (index, step) in s.steps.iter().enumerate() {
         let start = t0.elapsed();
-        let o = if failed {
+        let mut o = if failed {
             StepOutcome::skip("not run: an earlier step failed")
         } else {
             run.step(index, &step.value).await
         };
+        // The IMAP reads of the target during the step (its last session per mailbox).
+        o.evidence
+            .extend(run.imap_evidence(&format!("{:02}", index + 1)));
         let duration = t0.elapsed() - start;
         if o.status == Status::Failed && !failed {
             failed = true;
@@ -713,6 +723,23 @@ fn client_timeouts() -> Timeouts {
 }
 
 impl Run {
+    /// Writes the recorded IMAP sessions as `<prefix>-imap-<address>.transcript`; their paths.
+    fn imap_evidence(&mut self, prefix: &str) -> Vec<String> {
+        let sessions = match self.imap_sessions.lock() {
+            Ok(mut m) => std::mem::take(&mut *m),
+            Err(_) => BTreeMap::new(),
+        };
+        sessions
+            .into_iter()
+            .map(|(address, text)| {
+                self.write_evidence(
+                    &format!("{prefix}-imap-{address}.transcript"),
+                    text.as_bytes(),
+                )
+            })
+            .collect()
+    }
+
     fn write_evidence(&mut self, name: &str, data: &[u8]) -> String {
         let rel = format!("{}/{name}", self.rel);
         let path = self.dir.join(&rel);
@@ -978,7 +1005,10 @@ impl Run {
         });
         // DC-05: the hostile daticert's DTD and entities point at a loopback listener, open until
         // the scenario ends; `expect.external_fetches` reads its count.
-        let probe_base = if i.kind == InjectKind::HostileDaticert {
+        let probe_base = if matches!(
+            i.kind,
+            InjectKind::HostileDaticert | InjectKind::RemoteDoctype
+        ) {
             match crate::probe::FetchProbe::start().await {
                 Ok(p) => {
                     let base = p.url("");
@@ -1034,7 +1064,10 @@ impl Run {
                 })
                 .and_then(|r| r)
             }
-            InjectKind::Virus | InjectKind::BadDaticert | InjectKind::HostileDaticert => {
+            InjectKind::Virus
+            | InjectKind::BadDaticert
+            | InjectKind::HostileDaticert
+            | InjectKind::RemoteDoctype => {
                 let Some(g) = signer_gestore.and_then(|g| self.topo.gestori.get(&g)) else {
                     return StepOutcome::fail(
                         "the sender must be a mailbox of a reference gestore",
@@ -1057,6 +1090,22 @@ impl Run {
                     guarded("virus envelope", || {
                         craft::signed_envelope(&g.provider(), &from, &to, &original)
                             .map_err(|e| format!("{e:#}"))
+                    })
+                    .and_then(|r| r)
+                } else if i.kind == InjectKind::RemoteDoctype {
+                    // DC-05, digest §6.2: a remote DTD named, never fetched.
+                    let base = probe_base.as_deref().unwrap_or_default();
+                    let original = craft::ordinary(&from, &to, &subject, &format!("orig.{id}"));
+                    guarded("remote-doctype envelope", || {
+                        craft::remote_doctype_envelope(
+                            &g.provider(),
+                            &g.signer,
+                            &from,
+                            &to,
+                            &original,
+                            base,
+                        )
+                        .map_err(|e| format!("{e:#}"))
                     })
                     .and_then(|r| r)
                 } else if i.kind == InjectKind::HostileDaticert {
@@ -1227,9 +1276,13 @@ impl Run {
                 m.password_env
             )));
         };
-        let ms = crate::imap::fetch_all(&server, address, &pw, "INBOX")
-            .await
-            .map_err(|e| StepOutcome::fail(format!("reading {address}: {e}")))?;
+        let transcript = Transcript::imap(Side::Client);
+        let read =
+            crate::imap::fetch_all_recorded(&server, address, &pw, "INBOX", &transcript).await;
+        if let Ok(mut m) = self.imap_sessions.lock() {
+            m.insert(address.clone(), transcript.text());
+        }
+        let ms = read.map_err(|e| StepOutcome::fail(format!("reading {address}: {e}")))?;
         Ok(ms
             .into_iter()
             .map(|m| Received {
@@ -1428,7 +1481,7 @@ impl Run {
                 format!("at most {max} connection(s) to the DTD/entity listener"),
                 self.probe.is_some() && n <= max,
                 if self.probe.is_none() {
-                    "no listener: no hostile-daticert inject ran".to_string()
+                    "no listener: no hostile-daticert or remote-doctype inject ran".to_string()
                 } else {
                     format!("{n} connection(s) [{}]", requests.join(" | "))
                 },

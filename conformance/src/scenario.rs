@@ -384,6 +384,10 @@ pub enum InjectKind {
     /// A signed envelope whose daticert.xml names an external DTD and external entities on a
     /// loopback listener the runner opens, and carries an entity-expansion bomb (DC-05).
     HostileDaticert,
+    /// A valid transport envelope whose daticert.xml names its DTD on that loopback listener in
+    /// the DOCTYPE, as real providers do (digest §6.2), and declares no entity: delivered as usual,
+    /// nothing fetched (DC-05).
+    RemoteDoctype,
 }
 
 /// `inject`.
@@ -478,7 +482,8 @@ pub struct Expect {
     pub save: Option<String>,
     /// Check the `.hash` parts of a breve receipt against the original the runner submitted.
     pub breve_hashes: Option<BreveHashes>,
-    /// How many connections the listener of the last `hostile-daticert` inject may have seen
+    /// How many connections the listener of the last `hostile-daticert` or `remote-doctype` inject
+    /// may have seen
     /// (DC-05: 0, readers fetch nothing).
     pub external_fetches: Option<usize>,
 }
@@ -583,7 +588,8 @@ impl<'de> Deserialize<'de> for LogEvent {
 /// The event types `expect_log` may name. RFC 6109 §2.3 asks for an "event type (reception,
 /// delivery, PEC notification emission, etc.)" without fixing names; these are the operations of
 /// RFC 6109 §3, named after the notice or step (the reference gestore's names). `ricezione-<kind>`
-/// is the reception of a receipt or notice of that kind from another provider.
+/// is the reception of a receipt or notice of that kind from another provider; `invio` is the
+/// hand-over of a message (envelope or notice) to another provider, accepted by it.
 pub const LOG_EVENTS: &[&str] = &[
     "accettazione",
     "non-accettazione",
@@ -594,6 +600,7 @@ pub const LOG_EVENTS: &[&str] = &[
     "anomalia",
     "rilevazione-virus",
     "inoltro",
+    "invio",
     "preavviso-12h",
     "mancata-consegna-24h",
 ];
@@ -882,7 +889,10 @@ impl Scenario {
                     }
                     let needs_sender_gestore = matches!(
                         i.kind,
-                        InjectKind::Virus | InjectKind::BadDaticert | InjectKind::HostileDaticert
+                        InjectKind::Virus
+                            | InjectKind::BadDaticert
+                            | InjectKind::HostileDaticert
+                            | InjectKind::RemoteDoctype
                     );
                     if needs_sender_gestore
                         && !i.from.as_ref().is_some_and(|f| {
@@ -908,7 +918,10 @@ impl Scenario {
                         }
                         _ => {}
                     }
-                    hostile |= i.kind == InjectKind::HostileDaticert;
+                    hostile |= matches!(
+                        i.kind,
+                        InjectKind::HostileDaticert | InjectKind::RemoteDoctype
+                    );
                     sent = true;
                 }
                 Step::AdvanceClock(_) | Step::Wait(_) => {}
@@ -951,7 +964,7 @@ impl Scenario {
                     }
                     if x.external_fetches.is_some() && !hostile {
                         return Err(e(
-                            "external_fetches needs an earlier `inject: { kind: hostile-daticert }`"
+                            "external_fetches needs an earlier `inject` of kind hostile-daticert or remote-doctype"
                                 .into(),
                         ));
                     }

@@ -380,6 +380,35 @@ async fn target_delivery_reads_a_dev_provider_over_imap_starttls() {
     let eml = out.path().join(&read.evidence[0]);
     let raw = std::fs::read_to_string(eml).unwrap();
     assert!(raw.contains("X-Trasporto: errore"), "{raw}");
+    // Issue 5: the IMAP session that read it is in the evidence, recorded from the wire inside
+    // TLS, the password redacted and the message bodies reduced to size and hash.
+    let imap = read
+        .evidence
+        .iter()
+        .find(|e| e.contains("-imap-") && e.ends_with(".transcript"))
+        .unwrap_or_else(|| panic!("no IMAP transcript in {:?}", read.evidence));
+    let t = std::fs::read_to_string(out.path().join(imap)).unwrap();
+    for want in [
+        " C: c1 STARTTLS",
+        "-- TLS handshake (STARTTLS) done",
+        " C: c2 CAPABILITY",
+        " S: * CAPABILITY ",
+        " C: c4 SELECT \"INBOX\"",
+        "LOGIN \"",
+        " ****",
+        "[literal: ",
+        " bytes, sha256 ",
+    ] {
+        assert!(
+            t.contains(want),
+            "`{want}` missing from the IMAP transcript:\n{t}"
+        );
+    }
+    assert!(!t.contains(reference_gestore::dev::DEV_PASSWORD), "{t}");
+    assert!(
+        !t.contains("X-Trasporto"),
+        "a message body was copied:\n{t}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -84,7 +84,15 @@ pub async fn outbox_pass(g: &Gestore) -> anyhow::Result<usize> {
                 }
             } else {
                 match send_remote(g, &domain, item, &rcpts).await {
-                    Ok(reply) => replies.push(format!("{domain}: {reply}")),
+                    Ok(reply) => {
+                        // RFC 6109 §2.3, digest §11: the hand-over to the other provider is an
+                        // operation of its own; logged once the peer has accepted it (its reply
+                        // stays on the outbox row, outbox_done).
+                        let mut log = Batch::new(g.clock.now());
+                        log.push(Op::Log(invio_record(g, item, &rcpts)));
+                        g.store.commit(log).await?;
+                        replies.push(format!("{domain}: {reply}"));
+                    }
                     Err(f) => failure = Some(f),
                 }
             }
@@ -104,6 +112,61 @@ pub async fn outbox_pass(g: &Gestore) -> anyhow::Result<usize> {
         }
     }
     Ok(items.len())
+}
+
+/// The log record of a message handed over to another provider for `rcpts` (event `invio`).
+/// RFC 6109 §2.3: msgid, sender, recipients and subject are those of the original, from the
+/// daticert of what was sent (a transport envelope or a notice); the related id is the Message-ID
+/// of the message sent. Mail without a daticert (an ordinary forward) is described by its headers.
+pub fn invio_record(g: &Gestore, item: &OutboxItem, rcpts: &[String]) -> LogRecord {
+    let msg = pec_formats::parse::parse(&item.raw).ok();
+    let header = |name: &str| {
+        msg.as_ref()
+            .and_then(|m| m.header(name))
+            .map(|v| v.trim().to_string())
+    };
+    let message_id = header("Message-ID").unwrap_or_default();
+    let daticert = msg
+        .as_ref()
+        .and_then(|m| m.daticert_xml.as_deref())
+        .and_then(|x| Daticert::from_xml(x).ok());
+    let Some(d) = daticert else {
+        return LogRecord {
+            event: "invio".into(),
+            msgid: message_id.clone(),
+            sender: item.mail_from.clone(),
+            recipients: rcpts.to_vec(),
+            subject: header("Subject").unwrap_or_default(),
+            related: vec![message_id],
+            provider: g.config.provider.name.clone(),
+        };
+    };
+    // The recipients of the original this sending carries (a transport envelope); a notice goes to
+    // the sender's provider, so its record names every recipient of the original.
+    let original: Vec<String> = d
+        .intestazione
+        .destinatari
+        .iter()
+        .map(|x| x.indirizzo.clone())
+        .collect();
+    let carried: Vec<String> = original
+        .iter()
+        .filter(|a| rcpts.iter().any(|r| r.eq_ignore_ascii_case(a)))
+        .cloned()
+        .collect();
+    LogRecord {
+        event: "invio".into(),
+        msgid: d.dati.identificativo.clone(),
+        sender: d.intestazione.mittente.clone(),
+        recipients: match (carried.is_empty(), original.is_empty()) {
+            (false, _) => carried,
+            (true, false) => original,
+            (true, true) => rcpts.to_vec(),
+        },
+        subject: d.intestazione.oggetto.clone().unwrap_or_default(),
+        related: vec![message_id],
+        provider: g.config.provider.name.clone(),
+    }
 }
 
 /// One pass over the due timers (RFC 6109 §3.1.6; digest §12). Returns how many fired.

@@ -12,6 +12,12 @@
 //! line `[message: N bytes, sha256 …]` (N and the hash are of the content as received: dot-
 //! unstuffed, without the final `.`, RFC 5321 §4.5.2). Memory is bounded: past the limit a
 //! transcript records one truncation marker and nothing else.
+//!
+//! The same recorder reads IMAP ([`Transcript::imap`]): the password of `LOGIN` and the
+//! `AUTHENTICATE` initial response and continuation responses become `****` (RFC 3501 §6.2.2,
+//! §6.2.3), and every literal (RFC 3501 §4.3: `{N}` then N octets) becomes one line: a server's
+//! `[literal: N bytes, sha256 …]` (a message body), a client's `[literal: N bytes]` (it may be a
+//! credential).
 
 use openssl::sha::Sha256;
 use std::fmt::Write as _;
@@ -111,8 +117,24 @@ struct Partial {
     dropped: usize,
 }
 
+/// The literal being received (IMAP, RFC 3501 §4.3).
+struct LiteralState {
+    dir: Dir,
+    remaining: usize,
+    bytes: usize,
+    hasher: Sha256,
+}
+
 struct State {
     side: Side,
+    /// IMAP instead of SMTP.
+    imap: bool,
+    /// IMAP: the literal whose octets are being counted.
+    literal: Option<LiteralState>,
+    /// IMAP: an AUTHENTICATE is running (its continuation responses are credentials).
+    authenticating: bool,
+    /// IMAP: a LOGIN sent with literals goes on (its next client line is credentials).
+    login_literal: bool,
     start: Instant,
     limit: usize,
     size: usize,
@@ -149,6 +171,25 @@ impl State {
     fn bytes(&mut self, dir: Dir, bytes: &[u8]) {
         let mut rest = bytes;
         while !rest.is_empty() {
+            if let Some(l) = self.literal.as_mut().filter(|l| l.dir == dir) {
+                // RFC 3501 §4.3: N octets, whatever they hold.
+                let n = l.remaining.min(rest.len());
+                l.hasher.update(&rest[..n]);
+                l.bytes += n;
+                l.remaining -= n;
+                rest = &rest[n..];
+                if l.remaining == 0 {
+                    let l = self.literal.take().expect("literal state present");
+                    let text = match dir {
+                        Dir::FromServer => {
+                            format!("[literal: {} bytes, sha256 {}]", l.bytes, hex(l.hasher))
+                        }
+                        Dir::FromClient => format!("[literal: {} bytes]", l.bytes),
+                    };
+                    self.push(if dir == Dir::FromServer { "S:" } else { "C:" }, &text);
+                }
+                continue;
+            }
             if dir == Dir::FromClient
                 && let Some(d) = self.data.as_mut()
             {
@@ -195,6 +236,9 @@ impl State {
         if p.dropped > 0 {
             let _ = write!(text, " … [{} more bytes]", p.dropped);
         }
+        if self.imap {
+            return self.imap_line(dir, text);
+        }
         match dir {
             Dir::FromClient => {
                 if std::mem::take(&mut self.sasl_response) {
@@ -217,6 +261,57 @@ impl State {
                 }
                 self.push("S:", &text);
             }
+        }
+    }
+
+    /// One IMAP line: credentials redacted, a literal announced at its end counted next.
+    fn imap_line(&mut self, dir: Dir, mut text: String) {
+        let lit = literal_len(&text);
+        let lit_mark = lit.map(|n| format!(" {{{n}}}")).unwrap_or_default();
+        match dir {
+            Dir::FromClient => {
+                if std::mem::take(&mut self.sasl_response) {
+                    // RFC 3501 §6.2.2: a response to a continuation of AUTHENTICATE.
+                    text = "****".into();
+                } else if self.login_literal {
+                    // The rest of a LOGIN sent with literals (RFC 3501 §4.3, §6.2.3).
+                    text = format!("****{lit_mark}");
+                    self.login_literal = lit.is_some();
+                } else if let Some((redacted, auth)) = redact_imap(&text) {
+                    self.authenticating = auth;
+                    if lit.is_some() && !auth {
+                        // `LOGIN {N}` or `LOGIN user {N}`: nothing of it is copied.
+                        let verb = text.split(' ').take(2).collect::<Vec<_>>().join(" ");
+                        text = format!("{verb} ****{lit_mark}");
+                        self.login_literal = true;
+                    } else {
+                        text = redacted;
+                    }
+                }
+            }
+            Dir::FromServer => {
+                if text.starts_with('+') && self.authenticating {
+                    self.sasl_response = true;
+                } else if !text.starts_with('*') && !text.starts_with('+') {
+                    // A tagged response ends the command (RFC 3501 §7.1).
+                    self.authenticating = false;
+                    self.login_literal = false;
+                }
+            }
+        }
+        let tag = if dir == Dir::FromServer { "S:" } else { "C:" };
+        self.push(tag, &text);
+        match lit {
+            Some(0) => self.push(tag, "[literal: 0 bytes]"),
+            Some(n) => {
+                self.literal = Some(LiteralState {
+                    dir,
+                    remaining: n,
+                    bytes: 0,
+                    hasher: Sha256::new(),
+                })
+            }
+            None => {}
         }
     }
 
@@ -258,6 +353,68 @@ fn printable(line: &[u8]) -> String {
         .collect()
 }
 
+/// Lowercase hex of a finished hash.
+fn hex(h: Sha256) -> String {
+    h.finish().iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// `{N}` or `{N+}` at the end of an IMAP line: a literal of N octets follows (RFC 3501 §4.3,
+/// RFC 7888).
+fn literal_len(line: &str) -> Option<usize> {
+    let open = line.strip_suffix('}')?.rfind('{')?;
+    line[open + 1..line.len() - 1]
+        .trim_end_matches('+')
+        .parse()
+        .ok()
+}
+
+/// `tag LOGIN user password` → `tag LOGIN user ****` (RFC 3501 §6.2.3) and
+/// `tag AUTHENTICATE mech [initial response]` → `tag AUTHENTICATE mech [****]` (RFC 3501 §6.2.2,
+/// RFC 4959); the flag says an AUTHENTICATE starts.
+fn redact_imap(text: &str) -> Option<(String, bool)> {
+    let mut words = text.splitn(3, ' ');
+    let tag = words.next()?;
+    let verb = words.next()?;
+    let rest = words.next().unwrap_or("");
+    if verb.eq_ignore_ascii_case("LOGIN") {
+        // The user name: a quoted string (with escapes), a literal or an atom.
+        let user = if let Some(q) = rest.strip_prefix('"') {
+            let mut end = None;
+            let mut esc = false;
+            for (i, c) in q.char_indices() {
+                match (esc, c) {
+                    (true, _) => esc = false,
+                    (false, '\\') => esc = true,
+                    (false, '"') => {
+                        end = Some(i);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            end.map_or(rest, |e| &rest[..e + 2])
+        } else {
+            rest.split(' ').next().unwrap_or("")
+        };
+        let pw = if literal_len(text).is_some() && !rest.contains(' ') {
+            // `LOGIN {N}`: the user name itself follows as a literal.
+            String::new()
+        } else {
+            " ****".into()
+        };
+        return Some((format!("{tag} {verb} {user}{pw}"), false));
+    }
+    if verb.eq_ignore_ascii_case("AUTHENTICATE") {
+        let mech = rest.split(' ').next().unwrap_or("");
+        let ir = if rest.contains(' ') { " ****" } else { "" };
+        return Some((format!("{tag} {verb} {mech}{ir}"), true));
+    }
+    None
+}
+
 /// `AUTH <mechanism> <initial response>` → `AUTH <mechanism> ****` (RFC 4954 §4).
 fn redact_auth(text: &str) -> Option<String> {
     let mut words = text.split_whitespace();
@@ -291,10 +448,22 @@ impl Transcript {
         Self::with_limit(side, DEFAULT_LIMIT)
     }
 
+    /// A new transcript of the `side` end of an IMAP session (RFC 3501), capped at
+    /// [`DEFAULT_LIMIT`]: credentials redacted, literals counted and hashed, not copied.
+    pub fn imap(side: Side) -> Self {
+        let t = Self::new(side);
+        t.lock().imap = true;
+        t
+    }
+
     /// A new transcript capped at `limit` bytes of text.
     pub fn with_limit(side: Side, limit: usize) -> Self {
         Transcript(Arc::new(Mutex::new(State {
             side,
+            imap: false,
+            literal: None,
+            authenticating: false,
+            login_literal: false,
             start: Instant::now(),
             limit,
             size: 0,
@@ -471,6 +640,76 @@ mod tests {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()
+    }
+
+    #[tokio::test]
+    async fn an_imap_session_hides_passwords_and_literal_bodies() {
+        let (a, mut peer) = duplex(64 * 1024);
+        let t = Transcript::imap(Side::Client);
+        let mut rec = t.wrap(a);
+        let body = b"From: a@b\r\nSubject: secret body\r\n\r\nhello\r\n";
+        hear(
+            &mut peer,
+            &mut rec,
+            b"* OK [CAPABILITY IMAP4rev1] ready\r\n",
+        )
+        .await;
+        say(
+            &mut peer,
+            &mut rec,
+            b"c1 LOGIN \"bob@b\" \"s3cr\\\"et\"\r\n",
+        )
+        .await;
+        hear(&mut peer, &mut rec, b"c1 OK done\r\n").await;
+        say(&mut peer, &mut rec, b"c2 AUTHENTICATE PLAIN\r\n").await;
+        hear(&mut peer, &mut rec, b"+ \r\n").await;
+        say(&mut peer, &mut rec, b"AGJvYgBzM2NyZXQ=\r\n").await;
+        hear(&mut peer, &mut rec, b"c2 NO no\r\n").await;
+        say(&mut peer, &mut rec, b"c3 LOGIN {5}\r\n").await;
+        hear(&mut peer, &mut rec, b"+ go\r\n").await;
+        say(&mut peer, &mut rec, b"bob@b {6}\r\n").await;
+        say(&mut peer, &mut rec, b"s3cret\r\n").await;
+        hear(&mut peer, &mut rec, b"c3 OK\r\n").await;
+        let mut fetch = format!("* 1 FETCH (UID 7 BODY[] {{{}}}\r\n", body.len()).into_bytes();
+        fetch.extend_from_slice(body);
+        fetch.extend_from_slice(b")\r\nc4 OK fetched\r\n");
+        say(&mut peer, &mut rec, b"c4 UID FETCH 7 BODY.PEEK[]\r\n").await;
+        hear(&mut peer, &mut rec, &fetch).await;
+        let got = lines(&t);
+        let text = t.text();
+        assert!(
+            !text.contains("s3cr") && !text.contains("AGJvYgBz"),
+            "{text}"
+        );
+        assert!(!text.contains("secret body"), "{text}");
+        assert_eq!(
+            got,
+            [
+                "S: * OK [CAPABILITY IMAP4rev1] ready".to_string(),
+                "C: c1 LOGIN \"bob@b\" ****".into(),
+                "S: c1 OK done".into(),
+                "C: c2 AUTHENTICATE PLAIN".into(),
+                "S: + ".into(),
+                "C: ****".into(),
+                "S: c2 NO no".into(),
+                "C: c3 LOGIN **** {5}".into(),
+                "S: + go".into(),
+                "C: [literal: 5 bytes]".into(),
+                "C: **** {6}".into(),
+                "C: [literal: 6 bytes]".into(),
+                "C: ****".into(),
+                "S: c3 OK".into(),
+                "C: c4 UID FETCH 7 BODY.PEEK[]".into(),
+                format!("S: * 1 FETCH (UID 7 BODY[] {{{}}}", body.len()),
+                format!(
+                    "S: [literal: {} bytes, sha256 {}]",
+                    body.len(),
+                    sha256_hex(body)
+                ),
+                "S: )".into(),
+                "S: c4 OK fetched".into(),
+            ]
+        );
     }
 
     #[tokio::test]
