@@ -38,6 +38,10 @@ pub struct Config {
     pub directory_trust: Vec<PathBuf>,
     /// Trust anchors for provider certificates (PEM files): the AgID CA1 role.
     pub trust: Vec<PathBuf>,
+    /// Certificate revocation lists (PEM or DER) of those CAs: a signature by a certificate revoked
+    /// before the message's time is refused (digest §7.2: "check the CRL").
+    #[serde(default)]
+    pub trust_crls: Vec<PathBuf>,
     /// The store.
     #[serde(default)]
     pub store: StoreConfig,
@@ -501,6 +505,7 @@ impl Config {
         fix(&mut self.directory);
         self.directory_trust.iter_mut().for_each(fix);
         self.trust.iter_mut().for_each(fix);
+        self.trust_crls.iter_mut().for_each(fix);
         if !path_is_empty(&self.store.sqlite) {
             fix(&mut self.store.sqlite);
         }

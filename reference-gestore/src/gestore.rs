@@ -12,7 +12,7 @@ use openssl::pkey::PKey;
 use openssl::x509::X509;
 use pec_formats::build::{BuildOptions, Provider, TextForm};
 use pec_formats::directory::Directory;
-use pec_formats::smime::{DigestAlg, SignatureStyle, Signer, TrustStore};
+use pec_formats::smime::{CrlSet, DigestAlg, SignatureStyle, Signer, TrustStore};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -29,6 +29,8 @@ pub struct Gestore {
     /// Trust anchors for other providers' signatures: the configured CA files plus the directory's
     /// certificates (RFC 6109 §5.6).
     pub trust: TrustStore,
+    /// The configured CRLs of the trusted CAs (`trust_crls`).
+    pub crls: CrlSet,
     /// The signing identity (RFC 6109 §5.5).
     pub signer: Signer,
     /// The antivirus (RFC 6109 §5.4).
@@ -151,6 +153,12 @@ impl Gestore {
                     .await?;
             }
         }
+        let mut crls = CrlSet::default();
+        for p in &config.trust_crls {
+            crls.extend(
+                CrlSet::from_path(p).with_context(|| format!("trust_crls {}", p.display()))?,
+            );
+        }
         let antivirus = Antivirus::from_config(config.antivirus.clamd.as_deref());
         let tls_roots = crate::tls::root_store_from_files(&config.trust)
             .map_err(|e| anyhow::anyhow!("trust: {e}"))?;
@@ -160,6 +168,7 @@ impl Gestore {
             store,
             directory,
             trust: TrustStore { certs: anchors },
+            crls,
             signer,
             antivirus,
             tls_roots,

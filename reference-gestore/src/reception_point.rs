@@ -52,13 +52,16 @@ pub fn verify(g: &Gestore, raw: &[u8], now: DateTime<Utc>) -> Result<Verified, S
     let kind = msg.kind.ok_or("messaggio non di posta certificata")?;
     let signed = msg.signed.as_ref().ok_or("firma assente")?;
     let der = signed.signature_der.as_ref().ok_or("firma assente")?;
-    let report = smime::verify_detached(
+    // Digest §7.2: the CRL of the signer's CA is checked when the config names one.
+    let crls = (!g.crls.crls.is_empty()).then_some(&g.crls);
+    let report = smime::verify_detached_with_crls(
         &signed.content,
         der,
         &VerifyOptions {
             trust: Some(&g.trust),
             at: Some(now),
         },
+        crls,
     )
     .map_err(|e| format!("firma non leggibile: {e}"))?;
     for (what, o) in [
@@ -69,6 +72,10 @@ pub fn verify(g: &Gestore, raw: &[u8], now: DateTime<Utc>) -> Result<Verified, S
         if let Outcome::Fail(why) | Outcome::NotChecked(why) = o {
             return Err(format!("firma non valida ({what}): {why}"));
         }
+    }
+    // A revoked signer is refused; a CA with no configured CRL stays "not checked" (allowed).
+    if let Outcome::Fail(why) = &report.revocation {
+        return Err(format!("firma non valida (certificato revocato): {why}"));
     }
     let signer = report
         .signer

@@ -291,6 +291,64 @@ async fn b2_everything_not_valid_pec_becomes_an_anomaly_envelope() {
     );
 }
 
+/// B2, revocation (digest §7.2: the reception point checks the CRL): B's config lists a CRL of
+/// the test CA that revokes A's signing certificate, so A's envelope is not valid PEC for B: the
+/// recipient gets an anomaly envelope and A gets no presa in carico.
+#[tokio::test(flavor = "multi_thread")]
+async fn b2_an_envelope_signed_with_a_revoked_certificate_becomes_an_anomaly() {
+    let t = Topo::start(2, |i, c| {
+        if i != 1 {
+            return;
+        }
+        let ca_dir = c.trust[0].parent().unwrap().to_path_buf();
+        let ca = pec_formats::pki::TestCa::load_from(&ca_dir).unwrap();
+        let a_cert = std::fs::read(ca_dir.join("gestore-a/signer.pem")).unwrap();
+        let a_cert = openssl::x509::X509::from_pem(&a_cert).unwrap();
+        let now = chrono::Utc::now();
+        let revoked = ca
+            .revoke(
+                &a_cert,
+                now - chrono::Duration::hours(1),
+                Some(pec_formats::smime::RevocationReason::KeyCompromise),
+            )
+            .unwrap();
+        let crl = ca
+            .crl(
+                &[revoked],
+                now - chrono::Duration::hours(1),
+                now + chrono::Duration::days(7),
+                1,
+            )
+            .unwrap();
+        let file = ca_dir.join("ca-crl.pem");
+        std::fs::write(&file, crl.to_pem().unwrap()).unwrap();
+        c.trust_crls = vec![file];
+    })
+    .await;
+    let (alice, bob) = (t.user(0, 0), t.user(1, 1));
+    t.submit(
+        0,
+        &alice,
+        &[&bob],
+        &plain_message(&alice, &[&bob], &[], "firmato con certificato revocato", ""),
+    )
+    .await
+    .unwrap();
+    let inbox = t.wait(1, &bob, &["anomalia"]).await;
+    let text = String::from_utf8_lossy(&inbox[0].raw).into_owned();
+    assert!(text.contains("X-Trasporto: errore"), "{text}");
+    t.settle().await;
+    let a = t.mailbox(0, &alice).await;
+    assert!(
+        !a.iter()
+            .any(|m| m.kind == "presa-in-carico" || m.kind == "avvenuta-consegna"),
+        "{:?}",
+        a.iter().map(|m| &m.kind).collect::<Vec<_>>()
+    );
+    // Without the CRL the same provider pair delivers (the flows above): the CRL made the difference.
+    assert_eq!(t.mailbox(1, &bob).await.len(), 1);
+}
+
 /// B4: a virus found by the recipient's provider → rilevazione virus to the sender's provider,
 /// which gives its user the mancata consegna per virus; nothing delivered.
 #[tokio::test(flavor = "multi_thread")]
