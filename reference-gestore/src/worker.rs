@@ -100,7 +100,10 @@ pub async fn outbox_pass(g: &Gestore) -> anyhow::Result<usize> {
                 };
                 results[i].add_all(&rcpts, &o);
             } else if let Some(route) = g.config.route_for(&domain) {
-                by_route.entry(route.to_string()).or_default().push((i, rcpts));
+                by_route
+                    .entry(route.to_string())
+                    .or_default()
+                    .push((i, rcpts));
             } else {
                 let o = RcptOutcome::Permanent(format!("no route to {domain}"));
                 results[i].add_all(&rcpts, &o);
