@@ -1097,3 +1097,51 @@ fn decode_sasl(text: &[u8]) -> Result<Vec<u8>, Option<Reply>> {
             ))
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(helo: &str, esmtp: bool, tls: bool, user: Option<&str>) -> SessionInfo {
+        SessionInfo {
+            peer: "192.0.2.7:4242".parse().unwrap(),
+            authenticated: user.map(str::to_string),
+            tls,
+            helo: Some(helo.to_string()),
+            esmtp,
+            tls_version: tls.then(|| "TLSv1.3".to_string()),
+            tls_cipher: tls.then(|| "TLS_AES_256_GCM_SHA384".to_string()),
+        }
+    }
+
+    #[test]
+    fn received_names_the_protocol_per_rfc_3848_and_hides_the_user() {
+        let d = "Mon, 30 Nov 2026 10:00:00 +0100";
+        let r = info("client.test", true, true, Some("alice@pec.a.test")).received("pec.a.test", d);
+        assert_eq!(
+            r,
+            "Received: from client.test ([192.0.2.7])\r\n\tby pec.a.test with ESMTPSA\r\n\ttls TLS_AES_256_GCM_SHA384 (TLSv1.3);\r\n\tMon, 30 Nov 2026 10:00:00 +0100\r\n"
+        );
+        assert!(
+            info("mx", true, true, None)
+                .received("b", d)
+                .contains("with ESMTPS\r\n")
+        );
+        assert!(
+            info("mx", true, false, None)
+                .received("b", d)
+                .contains("with ESMTP;")
+        );
+        assert!(
+            info("mx", false, false, None)
+                .received("b", d)
+                .contains("with SMTP;")
+        );
+        // A HELO name that is no domain is not copied (it could break the field's syntax).
+        let odd = info("a (b); c", true, false, None).received("b", d);
+        assert!(
+            odd.starts_with("Received: from [192.0.2.7] ([192.0.2.7])"),
+            "{odd}"
+        );
+    }
+}
