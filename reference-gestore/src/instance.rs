@@ -58,6 +58,17 @@ struct SubmissionHandler(Arc<Gestore>);
 /// The reception point's SMTP face (RFC 6109 §2.2.2).
 struct InboundHandler(Arc<Gestore>);
 
+/// The message with our `Received:` field prepended (RFC 5321 §4.4: a server that takes a message
+/// adds one at the top and changes nothing else). Prepended to the header of the outermost
+/// message, it is outside any signature: a transport envelope's S/MIME signature covers only its
+/// body (RFC 6109 §4.3), and a submission is signed only later, inside the envelope.
+fn with_trace(g: &Gestore, info: &SessionInfo, message: Vec<u8>) -> Vec<u8> {
+    let date = pec_formats::time::rfc5322_date(g.clock.now());
+    let mut out = info.received(g.domain(), &date).into_bytes();
+    out.extend_from_slice(&message);
+    out
+}
+
 impl Handler for SubmissionHandler {
     async fn authenticate(&self, user: &str, pass: &str) -> bool {
         let Ok(Some(account)) = self.0.store.account(user).await else {
@@ -88,6 +99,7 @@ impl Handler for SubmissionHandler {
         message: Vec<u8>,
     ) -> Reply {
         let user = info.authenticated.clone().unwrap_or_default();
+        let message = with_trace(&self.0, info, message);
         match access_point::submit(&self.0, &user, from, rcpts, &message).await {
             Ok(Submitted::Accepted { identificativo }) => Reply::ok(format!(
                 "messaggio accettato, identificativo {identificativo}"
@@ -123,11 +135,12 @@ impl Handler for InboundHandler {
     }
     async fn data(
         &self,
-        _info: &SessionInfo,
+        info: &SessionInfo,
         from: &str,
         rcpts: &[String],
         message: Vec<u8>,
     ) -> Reply {
+        let message = with_trace(&self.0, info, message);
         match reception_point::receive(&self.0, from, rcpts, &message).await {
             Ok(Received::Done) => Reply::ok("preso in carico"),
             Ok(Received::Duplicate) => Reply::ok("gia' ricevuto"),

@@ -1,13 +1,144 @@
 //! Outbound SMTP to other providers (RFC 6109 §5.3: TLS between providers). The peer's certificate
-//! is checked against the configured trust anchors.
+//! is checked against the configured trust anchors. Several queued messages for the same route go
+//! over one SMTP session (RFC 5321 §3.3: a session may carry several transactions), and every
+//! recipient gets its own outcome, so that only the transient refusals are retried
+//! (RFC 5321 §4.2.5, §4.5.4.1).
 
 use crate::gestore::Gestore;
-use crate::smtp::client::{ClientError, ClientTls, SmtpClient};
+use crate::smtp::client::{ClientError, ClientTls, SendResult, SmtpClient};
 use crate::worker::SendFailure;
 
-/// Sends one message to `route` (`host:port`) for `rcpts`; the peer's final reply on success.
-/// A refusal of some recipients is reported with the accepted ones delivered: the refused ones get
-/// no retry (their provider answered for them).
+/// At most this many transactions go over one session before it is closed and a new one opened
+/// (bounded sessions, so one route cannot hold a connection forever).
+pub const MAX_PER_SESSION: usize = 50;
+
+/// One message for one route.
+#[derive(Debug, Clone, Copy)]
+pub struct Job<'a> {
+    /// SMTP reverse-path.
+    pub mail_from: &'a str,
+    /// The recipients at this route.
+    pub rcpts: &'a [String],
+    /// The message.
+    pub raw: &'a [u8],
+}
+
+/// What happened to one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptOutcome {
+    /// The peer took the message for this recipient (its final reply).
+    Accepted(String),
+    /// Try this recipient again later (4xx, connection failure, timeout).
+    Transient(String),
+    /// Never try this recipient again (5xx).
+    Permanent(String),
+}
+
+impl RcptOutcome {
+    fn from_error(route: &str, e: &ClientError) -> RcptOutcome {
+        match e {
+            ClientError::Rejected { reply, .. } if reply.code >= 500 => {
+                RcptOutcome::Permanent(format!("{route}: {e}"))
+            }
+            _ => RcptOutcome::Transient(format!("{route}: {e}")),
+        }
+    }
+}
+
+/// The outcome of each recipient of `job`, from the result of its transaction.
+fn outcomes(route: &str, job: &Job<'_>, r: &SendResult) -> Vec<(String, RcptOutcome)> {
+    job.rcpts
+        .iter()
+        .map(|rcpt| {
+            let reply = r
+                .rcpts
+                .iter()
+                .find(|x| x.rcpt.eq_ignore_ascii_case(rcpt))
+                .map(|x| &x.reply);
+            let o = match (reply, &r.data) {
+                (Some(rr), Some(d)) if rr.is_positive() => RcptOutcome::Accepted(d.to_string()),
+                // RFC 5321 §4.2.5: 4yz is a transient failure of this recipient only.
+                (Some(rr), _) if rr.code < 500 => {
+                    RcptOutcome::Transient(format!("{route}: RCPT TO {rcpt}: {rr}"))
+                }
+                (Some(rr), _) => RcptOutcome::Permanent(format!("{route}: RCPT TO {rcpt}: {rr}")),
+                (None, _) => RcptOutcome::Transient(format!("{route}: no reply for {rcpt}")),
+            };
+            (rcpt.clone(), o)
+        })
+        .collect()
+}
+
+async fn open(g: &Gestore, route: &str) -> Result<SmtpClient, ClientError> {
+    let host = route.rsplit_once(':').map_or(route, |(h, _)| h).to_string();
+    let tls = ClientTls::starttls(g.tls_roots.clone(), host);
+    let mut c = SmtpClient::connect(route, tls).await?;
+    c.ehlo(g.domain()).await?;
+    // RFC 6109 §5.3: the exchange between providers runs over TLS.
+    c.starttls().await?;
+    c.ehlo(g.domain()).await?;
+    Ok(c)
+}
+
+/// Sends `jobs` to `route` (`host:port`) over as few sessions as possible: RSET before each
+/// further transaction, a new session after [`MAX_PER_SESSION`] transactions or after an error.
+/// Returns, for each job in order, the outcome of each of its recipients. When no session can be
+/// opened, every remaining recipient is a transient failure (nothing is tried twice per pass).
+pub async fn send_all(
+    g: &Gestore,
+    route: &str,
+    jobs: &[Job<'_>],
+) -> Vec<Vec<(String, RcptOutcome)>> {
+    let mut out: Vec<Vec<(String, RcptOutcome)>> = Vec::with_capacity(jobs.len());
+    let mut session: Option<(SmtpClient, usize)> = None;
+    for (i, job) in jobs.iter().enumerate() {
+        // Reuse a live session: RSET both ends any leftover state (RFC 5321 §4.1.1.5) and proves
+        // the connection still answers; a session that fails it is replaced.
+        if let Some((mut c, n)) = session.take() {
+            if n < MAX_PER_SESSION && c.rset().await.is_ok() {
+                session = Some((c, n));
+            } else {
+                let _ = c.quit().await;
+            }
+        }
+        let (c, n) = match session.as_mut() {
+            Some(s) => s,
+            None => match open(g, route).await {
+                Ok(c) => session.insert((c, 0)),
+                Err(e) => {
+                    let o = RcptOutcome::from_error(route, &e);
+                    for j in &jobs[i..] {
+                        out.push(j.rcpts.iter().map(|r| (r.clone(), o.clone())).collect());
+                    }
+                    return out;
+                }
+            },
+        };
+        let to: Vec<&str> = job.rcpts.iter().map(String::as_str).collect();
+        match c.send(job.mail_from, &to, job.raw).await {
+            Ok(r) => {
+                *n += 1;
+                out.push(outcomes(route, job, &r));
+            }
+            Err(e) => {
+                let o = RcptOutcome::from_error(route, &e);
+                out.push(job.rcpts.iter().map(|r| (r.clone(), o.clone())).collect());
+                // The session's state is unknown after an error: the next job opens a new one.
+                if let Some((c, _)) = session.take() {
+                    let _ = c.quit().await;
+                }
+            }
+        }
+    }
+    if let Some((c, _)) = session.take() {
+        let _ = c.quit().await;
+    }
+    out
+}
+
+/// Sends one message to `route` for `rcpts` over its own session; the peer's final reply when
+/// every recipient was accepted. A partial acceptance is reported as the failure of the refused
+/// recipients (transient if any of them may be retried).
 pub async fn send(
     g: &Gestore,
     route: &str,
@@ -15,42 +146,27 @@ pub async fn send(
     rcpts: &[String],
     raw: &[u8],
 ) -> Result<String, SendFailure> {
-    let host = route.rsplit_once(':').map_or(route, |(h, _)| h).to_string();
-    let tls = ClientTls::starttls(g.tls_roots.clone(), host);
-    let transient = |e: ClientError| match &e {
-        ClientError::Rejected { reply, .. } if reply.code >= 500 => {
-            SendFailure::Permanent(format!("{route}: {e}"))
-        }
-        _ => SendFailure::Transient(format!("{route}: {e}")),
+    let job = Job {
+        mail_from,
+        rcpts,
+        raw,
     };
-    let mut c = SmtpClient::connect(route, tls).await.map_err(transient)?;
-    c.ehlo(g.domain()).await.map_err(transient)?;
-    // RFC 6109 §5.3: the exchange between providers runs over TLS.
-    c.starttls().await.map_err(transient)?;
-    c.ehlo(g.domain()).await.map_err(transient)?;
-    let to: Vec<&str> = rcpts.iter().map(String::as_str).collect();
-    let r = c.send(mail_from, &to, raw).await.map_err(transient)?;
-    let _ = c.quit().await;
-    let refused: Vec<String> = r
-        .refused()
-        .iter()
-        .map(|x| format!("{} {}", x.rcpt, x.reply))
-        .collect();
-    match (&r.data, refused.is_empty()) {
-        (Some(d), true) => Ok(d.to_string()),
-        (Some(d), false) => Ok(format!("{d}; refused: {}", refused.join(", "))),
-        (None, _) => {
-            if r.rcpts.iter().any(|x| x.reply.code < 500) {
-                Err(SendFailure::Transient(format!(
-                    "{route}: {}",
-                    refused.join(", ")
-                )))
-            } else {
-                Err(SendFailure::Permanent(format!(
-                    "{route}: {}",
-                    refused.join(", ")
-                )))
-            }
+    let results = send_all(g, route, &[job]).await.pop().unwrap_or_default();
+    let mut accepted = None;
+    let (mut transient, mut permanent) = (Vec::new(), Vec::new());
+    for (_, o) in results {
+        match o {
+            RcptOutcome::Accepted(r) => accepted = Some(r),
+            RcptOutcome::Transient(w) => transient.push(w),
+            RcptOutcome::Permanent(w) => permanent.push(w),
         }
     }
+    if !transient.is_empty() {
+        transient.extend(permanent);
+        return Err(SendFailure::Transient(transient.join("; ")));
+    }
+    if !permanent.is_empty() {
+        return Err(SendFailure::Permanent(permanent.join("; ")));
+    }
+    accepted.ok_or_else(|| SendFailure::Permanent(format!("{route}: no recipients")))
 }

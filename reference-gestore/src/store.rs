@@ -361,6 +361,15 @@ pub trait Store: Send + Sync {
     /// A receiver that changes whenever a mailbox's content changes (deliveries, appends, expunges,
     /// flag changes): IMAP IDLE waits on it (RFC 2177).
     fn changes(&self) -> watch::Receiver<u64>;
+    /// Keeps an outbox item pending with only `rcpts` left (the others were taken or failed for
+    /// good: RFC 5321 §4.5.4.1), due again at `next`, counting one more attempt.
+    async fn outbox_retry_rcpts(
+        &self,
+        id: i64,
+        rcpts: &[String],
+        next: DateTime<Utc>,
+        reply: &str,
+    ) -> Result<(), StoreError>;
 }
 
 /// A mailbox folder and its counts.
@@ -1577,6 +1586,27 @@ impl Store for SqlStore {
                 })
             })
             .collect()
+    }
+
+    async fn outbox_retry_rcpts(
+        &self,
+        id: i64,
+        rcpts: &[String],
+        next: DateTime<Utc>,
+        reply: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET state = 'pending', rcpts = $1, next_attempt = $2, last_reply = $3,
+             attempts = attempts + 1 WHERE id = $4",
+        )
+        .bind(json_list(rcpts))
+        .bind(ms(next))
+        .bind(reply)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db("outbox retry recipients"))?;
+        Ok(())
     }
 }
 

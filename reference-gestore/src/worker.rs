@@ -5,6 +5,7 @@
 //! (the reception point recognises a message it already has).
 
 use crate::gestore::{Gestore, domain_of};
+use crate::outbound::{Job, RcptOutcome};
 use crate::reception_point::{self, Received};
 use crate::store::{Batch, LogRecord, Op, OutboxItem, Store};
 use crate::timers::{RecipientState, decide, parse_phase};
@@ -47,69 +48,99 @@ pub enum SendFailure {
     Permanent(String),
 }
 
-/// Sends one queued message to the route for `domain`.
-pub async fn send_remote(
-    g: &Gestore,
-    domain: &str,
-    item: &OutboxItem,
-    rcpts: &[String],
-) -> Result<String, SendFailure> {
-    let Some(route) = g.config.route_for(domain) else {
-        return Err(SendFailure::Permanent(format!("no route to {domain}")));
-    };
-    crate::outbound::send(g, route, &item.mail_from, rcpts, &item.raw).await
+/// The recipients of one outbox item, sorted by what happened to them in this pass.
+#[derive(Debug, Default)]
+struct ItemOutcome {
+    /// Replies of the recipients that were taken (never sent again).
+    accepted: Vec<String>,
+    /// Recipients to try again, with why.
+    transient: Vec<(String, String)>,
+    /// Recipients that failed for good, with why.
+    permanent: Vec<(String, String)>,
 }
 
-/// One pass over the due outbox items. Returns how many were handled.
+impl ItemOutcome {
+    fn add(&mut self, rcpt: &str, o: RcptOutcome) {
+        match o {
+            RcptOutcome::Accepted(r) => self.accepted.push(format!("{rcpt}: {r}")),
+            RcptOutcome::Transient(w) => self.transient.push((rcpt.to_string(), w)),
+            RcptOutcome::Permanent(w) => self.permanent.push((rcpt.to_string(), w)),
+        }
+    }
+    fn add_all(&mut self, rcpts: &[String], o: &RcptOutcome) {
+        for r in rcpts {
+            self.add(r, o.clone());
+        }
+    }
+}
+
+/// One pass over the due outbox items. Returns how many were handled. Items for our own domains
+/// go to the reception point in-process; the others are grouped by route, each route's share
+/// going over as few SMTP sessions as possible ([`crate::outbound::send_all`]).
 pub async fn outbox_pass(g: &Gestore) -> anyhow::Result<usize> {
     let now = g.clock.now();
     let items = g.store.due_outbox(now, BATCH).await?;
-    for item in &items {
+    let mut results: Vec<ItemOutcome> = items.iter().map(|_| ItemOutcome::default()).collect();
+    // route → (item index, recipients at that route)
+    let mut by_route: BTreeMap<String, Vec<(usize, Vec<String>)>> = BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
         let mut by_domain: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for r in &item.rcpts {
             let d = domain_of(r).unwrap_or_default().to_ascii_lowercase();
             by_domain.entry(d).or_default().push(r.clone());
         }
-        let mut failure: Option<SendFailure> = None;
-        let mut replies = Vec::new();
         for (domain, rcpts) in by_domain {
             if g.config.is_local_domain(&domain) {
                 // Our own domain: the reception point, in-process (RFC 6109 §3.4: same processing).
-                match reception_point::receive(g, &item.mail_from, &rcpts, &item.raw).await {
-                    Ok(Received::Refused(why)) => {
-                        failure = Some(SendFailure::Permanent(why));
-                    }
-                    Ok(_) => replies.push(format!("{domain}: local")),
-                    Err(e) => failure = Some(SendFailure::Transient(format!("{e:#}"))),
-                }
+                let o = match reception_point::receive(g, &item.mail_from, &rcpts, &item.raw).await
+                {
+                    Ok(Received::Refused(why)) => RcptOutcome::Permanent(why),
+                    Ok(_) => RcptOutcome::Accepted("local".into()),
+                    Err(e) => RcptOutcome::Transient(format!("{e:#}")),
+                };
+                results[i].add_all(&rcpts, &o);
+            } else if let Some(route) = g.config.route_for(&domain) {
+                by_route
+                    .entry(route.to_string())
+                    .or_default()
+                    .push((i, rcpts));
             } else {
-                match send_remote(g, &domain, item, &rcpts).await {
-                    Ok(reply) => {
-                        // RFC 6109 §2.3, digest §11: the hand-over to the other provider is an
-                        // operation of its own; logged once the peer has accepted it (its reply
-                        // stays on the outbox row, outbox_done).
-                        let mut log = Batch::new(g.clock.now());
-                        log.push(Op::Log(invio_record(g, item, &rcpts)));
-                        g.store.commit(log).await?;
-                        replies.push(format!("{domain}: {reply}"));
-                    }
-                    Err(f) => failure = Some(f),
-                }
+                let o = RcptOutcome::Permanent(format!("no route to {domain}"));
+                results[i].add_all(&rcpts, &o);
             }
         }
-        match failure {
-            None => g.store.outbox_done(item.id, &replies.join("; ")).await?,
-            Some(SendFailure::Permanent(why)) => {
-                g.store.outbox_retry(item.id, now, &why, true).await?;
+    }
+    for (route, shares) in &by_route {
+        let jobs: Vec<Job<'_>> = shares
+            .iter()
+            .map(|(i, rcpts)| Job {
+                mail_from: &items[*i].mail_from,
+                rcpts,
+                raw: &items[*i].raw,
+            })
+            .collect();
+        let sent = crate::outbound::send_all(g, route, &jobs).await;
+        for ((i, _), per_rcpt) in shares.iter().zip(sent) {
+            let accepted: Vec<String> = per_rcpt
+                .iter()
+                .filter(|(_, o)| matches!(o, RcptOutcome::Accepted(_)))
+                .map(|(r, _)| r.clone())
+                .collect();
+            if !accepted.is_empty() {
+                // RFC 6109 §2.3, digest §11: the hand-over to the other provider is an operation
+                // of its own, logged once the peer has accepted it (its reply stays on the outbox
+                // row).
+                let mut log = Batch::new(g.clock.now());
+                log.push(Op::Log(invio_record(g, &items[*i], &accepted)));
+                g.store.commit(log).await?;
             }
-            Some(SendFailure::Transient(why)) => {
-                let attempts = item.attempts + 1;
-                let give_up = waited(attempts) >= GIVE_UP_AFTER;
-                g.store
-                    .outbox_retry(item.id, now + backoff(attempts), &why, give_up)
-                    .await?;
+            for (rcpt, o) in per_rcpt {
+                results[*i].add(&rcpt, o);
             }
         }
+    }
+    for (item, r) in items.iter().zip(results) {
+        finish(g, item, r, now).await?;
     }
     Ok(items.len())
 }
@@ -167,6 +198,120 @@ pub fn invio_record(g: &Gestore, item: &OutboxItem, rcpts: &[String]) -> LogReco
         related: vec![message_id],
         provider: g.config.provider.name.clone(),
     }
+}
+
+/// Records the outcome of one item: the accepted recipients are never sent again; the transient
+/// failures are retried alone with the backoff until the 24 h limit (RFC 5321 §4.5.4.1; RFC 6109
+/// §2.2.2); ordinary recipients that fail for good get a bounce (digest §13).
+async fn finish(
+    g: &Gestore,
+    item: &OutboxItem,
+    r: ItemOutcome,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let mut lost: Vec<(String, String)> = r.permanent.clone();
+    let why = |list: &[(String, String)]| {
+        list.iter()
+            .map(|(_, w)| w.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    if r.transient.is_empty() {
+        let mut summary = r.accepted.join("; ");
+        if !r.permanent.is_empty() {
+            summary = format!("{summary}; refused: {}", why(&r.permanent));
+        }
+        if r.accepted.is_empty() {
+            g.store.outbox_retry(item.id, now, &summary, true).await?;
+        } else {
+            g.store.outbox_done(item.id, &summary).await?;
+        }
+    } else {
+        let attempts = item.attempts + 1;
+        let give_up = waited(attempts) >= GIVE_UP_AFTER;
+        let reason = why(&r.transient);
+        let again: Vec<String> = r.transient.iter().map(|(a, _)| a.clone()).collect();
+        if give_up {
+            g.store.outbox_retry(item.id, now, &reason, true).await?;
+            lost.extend(r.transient.iter().cloned());
+        } else if again.len() == item.rcpts.len() {
+            g.store
+                .outbox_retry(item.id, now + backoff(attempts), &reason, false)
+                .await?;
+        } else {
+            // RFC 5321 §4.5.4.1: only the recipients that failed transiently are tried again.
+            g.store
+                .outbox_retry_rcpts(item.id, &again, now + backoff(attempts), &reason)
+                .await?;
+        }
+    }
+    bounce(g, item, &lost, now).await
+}
+
+/// Digest §13 (RFC 6109 §2.2.3): an ordinary (esterno) recipient of our user's envelope that
+/// cannot be reached gets no PEC notice; the sender gets an ordinary non-delivery report
+/// (RFC 3464 in form; RFC 5321 §4.5.5: to the reverse-path) in the mailbox.
+async fn bounce(
+    g: &Gestore,
+    item: &OutboxItem,
+    lost: &[(String, String)],
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let esterni: Vec<&(String, String)> = lost
+        .iter()
+        .filter(|(a, _)| !g.directory.is_pec_address(a) && !g.is_local(a))
+        .collect();
+    if esterni.is_empty() || !item.key.starts_with("busta:") || !g.is_local(&item.mail_from) {
+        return Ok(());
+    }
+    let domain = g.domain();
+    let message_id = format!("<bounce.{}.{}@{domain}>", item.id, now.timestamp_millis());
+    let mut text = String::from(
+        "Il messaggio non e' stato consegnato ai seguenti destinatari di posta ordinaria:\r\n\r\n",
+    );
+    let mut status = String::new();
+    for (a, w) in &esterni {
+        text.push_str(&format!("  {a}: {w}\r\n"));
+        status.push_str(&format!(
+            "\r\nFinal-Recipient: rfc822; {a}\r\nAction: failed\r\nStatus: 5.0.0\r\nDiagnostic-Code: smtp; {}\r\n",
+            w.replace(['\r', '\n'], " ")
+        ));
+    }
+    let headers_end = item
+        .raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(item.raw.len(), |p| p + 2);
+    let raw = format!(
+        "From: Mail Delivery System <postmaster@{domain}>\r\nTo: {to}\r\nSubject: Undelivered Mail Returned to Sender\r\nDate: {date}\r\nMessage-ID: {message_id}\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"dsn\"\r\n\r\n--dsn\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n{text}\r\n--dsn\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; {domain}\r\n{status}\r\n--dsn\r\nContent-Type: text/rfc822-headers\r\n\r\n{orig}\r\n--dsn--\r\n",
+        to = item.mail_from,
+        date = pec_formats::time::rfc5322_date(now),
+        orig = String::from_utf8_lossy(&item.raw[..headers_end]),
+    );
+    let mut batch = Batch::new(now);
+    batch.push(Op::Deliver {
+        mailbox: item.mail_from.clone(),
+        folder: "INBOX".into(),
+        raw: raw.into_bytes(),
+        kind: "ordinary".into(),
+        message_id: Some(message_id.clone()),
+    });
+    batch.push(Op::Log(LogRecord {
+        event: "mancata-consegna-esterno".into(),
+        msgid: item
+            .key
+            .strip_prefix("busta:")
+            .and_then(|k| k.rsplit_once(':'))
+            .map_or(item.key.as_str(), |(id, _)| id)
+            .to_string(),
+        sender: item.mail_from.clone(),
+        recipients: esterni.iter().map(|(a, _)| a.clone()).collect(),
+        subject: String::new(),
+        related: vec![message_id],
+        provider: g.config.provider.name.clone(),
+    }));
+    g.store.commit(batch).await?;
+    Ok(())
 }
 
 /// One pass over the due timers (RFC 6109 §3.1.6; digest §12). Returns how many fired.

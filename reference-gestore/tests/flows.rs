@@ -453,7 +453,14 @@ async fn c3_receipts_are_delivered_as_they_are_and_cause_no_receipt() {
         .await
         .unwrap();
     let got = t.wait(0, &carol, &["avvenuta-consegna"]).await;
-    assert_eq!(got[0].raw, receipt, "delivered byte-identical");
+    // Delivered unchanged but for our trace field on top (RFC 5321 §4.4).
+    assert!(got[0].raw.starts_with(b"Received: from "));
+    assert!(got[0].raw.ends_with(&receipt), "delivered unchanged");
+    let added = got[0].raw.len() - receipt.len();
+    assert!(
+        got[0].raw[..added].ends_with(b"\r\n")
+            && !got[0].raw[..added].windows(2).any(|w| w == b"\n\n")
+    );
     t.settle().await;
     assert_eq!(
         t.mailbox(1, &t.service(1)).await.len(),
@@ -529,4 +536,93 @@ async fn d1_a_peer_that_never_answers_yields_both_timeout_notices() {
             m.kind
         );
     }
+}
+
+/// RFC 5321 §4.2.5, §4.5.4.1: in one transaction the peer takes `ok`, answers 451 for `later` and
+/// 550 for `never`. Only `later` is tried again (after the 2 s backoff), `ok` never twice; the
+/// ordinary recipient refused for good gives the sender a bounce (digest §13), once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recipient_refused_with_4xx_is_retried_alone() {
+    let (t, peer) = topo_with_peer().await;
+    let alice = t.user(0, 0);
+    let (ok, later, never) = ("ok@example.org", "later@example.org", "never@example.org");
+    let m = plain_message(&alice, &[ok, later, never], &[], "parziale", "");
+    t.submit(0, &alice, &[ok, later, never], &m).await.unwrap();
+    let first = peer.wait(1).await;
+    assert_eq!(first[0].rcpts, vec![ok.to_string()]);
+    let inbox = t.wait(0, &alice, &["accettazione", "ordinary"]).await;
+    let bounce = inbox.iter().find(|m| m.kind == "ordinary").unwrap();
+    let text = String::from_utf8_lossy(&bounce.raw).into_owned();
+    assert!(
+        text.contains("Final-Recipient: rfc822; never@example.org"),
+        "{text}"
+    );
+    assert!(!text.contains("Final-Recipient: rfc822; later@"), "{text}");
+    // The clock runs in real time too: the retry comes after the 2 s backoff either way.
+    t.clock.advance(chrono::Duration::seconds(2));
+    let both = peer.wait(2).await;
+    assert_eq!(both[1].rcpts, vec![later.to_string()]);
+    assert_eq!(both[1].message, both[0].message, "the same envelope");
+    // Nothing more, ever: an hour later still two transactions and one bounce.
+    t.clock.advance(chrono::Duration::hours(1));
+    t.settle().await;
+    assert_eq!(peer.taken().len(), 2);
+    let offered = peer.script.offered.lock().unwrap().clone();
+    assert_eq!(offered.get(ok), Some(&1));
+    assert_eq!(offered.get(later), Some(&2));
+    assert_eq!(offered.get(never), Some(&1));
+    let a = t.mailbox(0, &alice).await;
+    assert_eq!(a.iter().filter(|m| m.kind == "ordinary").count(), 1);
+}
+
+/// Several due items for one route go over one SMTP session (RSET between transactions): one
+/// submission to three domains routed to the same peer queues three items at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn due_items_for_one_route_share_one_session() {
+    let (t, peer) = topo_with_peer().await;
+    let alice = t.user(0, 0);
+    let to = ["x@example.org", "y@b.example.org", "z@c.example.org"];
+    let m = plain_message(&alice, &to, &[], "sessione", "");
+    t.submit(0, &alice, &to, &m).await.unwrap();
+    let taken = peer.wait(3).await;
+    let mut rcpts: Vec<String> = taken.iter().flat_map(|m| m.rcpts.clone()).collect();
+    rcpts.sort();
+    assert_eq!(rcpts, to.map(String::from));
+    let sessions: std::collections::BTreeSet<_> = taken.iter().map(|m| m.peer).collect();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    t.settle().await;
+    assert_eq!(peer.taken().len(), 3);
+}
+
+/// RFC 5321 §4.4: the gestore prepends a `Received:` field at submission (ESMTPSA, without the
+/// user) and at the inbound point (ESMTPS), with the TLS version and cipher (RFC 8314 §4.3);
+/// envelopes and receipts still verify with `openssl smime -verify`.
+#[tokio::test(flavor = "multi_thread")]
+async fn received_fields_are_added_outside_the_signature() {
+    let t = Topo::start(2, |_, _| {}).await;
+    let (alice, bob) = (t.user(0, 0), t.user(1, 1));
+    let m = plain_message(&alice, &[&bob], &[], "tracciato", "");
+    t.submit(0, &alice, &[&bob], &m).await.unwrap();
+    let env = t.wait(1, &bob, &["posta-certificata"]).await[0].raw.clone();
+    let text = String::from_utf8_lossy(&env).into_owned();
+    assert!(text.starts_with("Received: from "), "{text}");
+    let header = &text[..text.find("\r\n\r\n").unwrap()];
+    assert!(header.contains("with ESMTPS\r\n\ttls TLS_"), "{header}");
+    assert!(header.contains("(TLSv1."), "{header}");
+    // The submission's field travels inside the envelope (RFC 6109 §3.1.5: copied unchanged).
+    assert!(text.contains("with ESMTPSA\r\n\ttls TLS_"), "{text}");
+    for (at, _) in text.match_indices("Received: from ") {
+        let field = &text[at..at + text[at..].find(';').unwrap()];
+        assert!(!field.contains(&alice), "the user is exposed: {field}");
+    }
+    openssl_verifies(&env, &t.state.ca).unwrap();
+    let inbox = t
+        .wait(0, &alice, &["accettazione", "avvenuta-consegna"])
+        .await;
+    let receipt = inbox
+        .iter()
+        .find(|m| m.kind == "avvenuta-consegna")
+        .unwrap();
+    assert!(receipt.raw.starts_with(b"Received: from "));
+    openssl_verifies(&receipt.raw, &t.state.ca).unwrap();
 }

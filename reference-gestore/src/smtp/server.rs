@@ -114,6 +114,67 @@ pub struct SessionInfo {
     pub helo: Option<String>,
     /// The client said EHLO (not HELO).
     pub esmtp: bool,
+    /// The TLS version in use (`TLSv1.3`), when the session runs over TLS.
+    pub tls_version: Option<String>,
+    /// The TLS cipher suite in use, by its IANA name (`TLS_AES_256_GCM_SHA384`).
+    pub tls_cipher: Option<String>,
+}
+
+impl SessionInfo {
+    /// The `Received:` trace field (RFC 5321 §4.4) a server named `by` prepends to a message it
+    /// takes in this session at `date` (an RFC 5322 date-time), CRLF included. The protocol keyword
+    /// follows RFC 3848 (`ESMTP`, `ESMTPS`, `ESMTPA`, `ESMTPSA`); the cipher suite is the `tls`
+    /// clause of RFC 8314 §4.3, the version a comment. The authenticated user is not named (only
+    /// the `A` of the keyword says there was one), nor are the recipients (RFC 5321 §7.2).
+    pub fn received(&self, by: &str, date: &str) -> String {
+        let ip = match self.peer.ip() {
+            std::net::IpAddr::V4(a) => format!("[{a}]"),
+            std::net::IpAddr::V6(a) => format!("[IPv6:{a}]"),
+        };
+        // RFC 5321 §4.4: the EHLO name as given, when it is a domain or address literal.
+        let helo = self.helo.as_deref().filter(|h| {
+            !h.is_empty()
+                && h.len() <= 255
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+        });
+        let from = match helo {
+            Some(h) => format!("{h} ({ip})"),
+            None => format!("{ip} ({ip})"),
+        };
+        let mut with = String::from(if self.esmtp { "ESMTP" } else { "SMTP" });
+        if self.esmtp {
+            if self.tls {
+                with.push('S');
+            }
+            if self.authenticated.is_some() {
+                with.push('A');
+            }
+        }
+        let tls = match (&self.tls_cipher, &self.tls_version) {
+            (Some(c), Some(v)) if self.tls => format!("\r\n\ttls {c} ({v})"),
+            _ => String::new(),
+        };
+        format!("Received: from {from}\r\n\tby {by} with {with}{tls};\r\n\t{date}\r\n")
+    }
+}
+
+/// The TLS version and cipher suite of a connection, as [`SessionInfo`] names them.
+fn tls_names(conn: &rustls::CommonState) -> (Option<String>, Option<String>) {
+    let version = conn.protocol_version().map(|v| match v {
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_string(),
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_string(),
+        other => format!("{other:?}"),
+    });
+    // rustls names the TLS 1.3 suites TLS13_*; their IANA names are TLS_*.
+    let cipher = conn.negotiated_cipher_suite().map(|s| {
+        let name = format!("{:?}", s.suite());
+        match name.strip_prefix("TLS13_") {
+            Some(rest) => format!("TLS_{rest}"),
+            None => name,
+        }
+    });
+    (version, cipher)
 }
 
 /// The provider's decisions. Every method may take its time; the session waits.
@@ -248,13 +309,14 @@ where
         None => Box::new(stream),
     };
     let mut tls = false;
+    let mut names = (None, None);
     if config.implicit_tls {
         let Some(tls_config) = config.tls.clone() else {
             return Err(io::Error::other(
                 "implicit TLS configured without a certificate",
             ));
         };
-        stream = accept_tls(
+        (stream, names) = accept_tls(
             stream,
             tls_config,
             config.tls_timeout,
@@ -278,6 +340,8 @@ where
             tls,
             helo: None,
             esmtp: false,
+            tls_version: names.0,
+            tls_cipher: names.1,
         },
         from: None,
         rcpts: Vec::new(),
@@ -295,19 +359,23 @@ async fn accept_tls(
     timeout: Duration,
     transcript: Option<&Transcript>,
     how: &str,
-) -> io::Result<Box<dyn Io>> {
+) -> io::Result<(Box<dyn Io>, (Option<String>, Option<String>))> {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     if let Some(t) = transcript {
         t.pause(); // the handshake is not SMTP: the TLS layer is recorded instead
     }
     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => Ok(match transcript {
-            Some(t) => {
-                t.note(tls_note(how, tls.get_ref().1));
-                Box::new(t.wrap(tls))
-            }
-            None => Box::new(tls),
-        }),
+        Ok(Ok(tls)) => {
+            let names = tls_names(tls.get_ref().1);
+            let stream: Box<dyn Io> = match transcript {
+                Some(t) => {
+                    t.note(tls_note(how, tls.get_ref().1));
+                    Box::new(t.wrap(tls))
+                }
+                None => Box::new(tls),
+            };
+            Ok((stream, names))
+        }
         Ok(Err(e)) => Err(io::Error::new(e.kind(), format!("TLS handshake: {e}"))),
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
@@ -656,7 +724,7 @@ impl<H: Handler> Session<H> {
         self.input.clear();
         self.overflow = false;
         let plain = std::mem::replace(&mut self.stream, closed_stream());
-        self.stream = accept_tls(
+        let (stream, (version, cipher)) = accept_tls(
             plain,
             tls_config,
             self.config.tls_timeout,
@@ -664,6 +732,9 @@ impl<H: Handler> Session<H> {
             "STARTTLS",
         )
         .await?;
+        self.stream = stream;
+        self.info.tls_version = version;
+        self.info.tls_cipher = cipher;
         // RFC 3207 §4.2: forget everything learnt before TLS.
         self.info.tls = true;
         self.info.helo = None;
@@ -1025,4 +1096,52 @@ fn decode_sasl(text: &[u8]) -> Result<Vec<u8>, Option<Reply>> {
                 "Invalid base64 in AUTH response",
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(helo: &str, esmtp: bool, tls: bool, user: Option<&str>) -> SessionInfo {
+        SessionInfo {
+            peer: "192.0.2.7:4242".parse().unwrap(),
+            authenticated: user.map(str::to_string),
+            tls,
+            helo: Some(helo.to_string()),
+            esmtp,
+            tls_version: tls.then(|| "TLSv1.3".to_string()),
+            tls_cipher: tls.then(|| "TLS_AES_256_GCM_SHA384".to_string()),
+        }
+    }
+
+    #[test]
+    fn received_names_the_protocol_per_rfc_3848_and_hides_the_user() {
+        let d = "Mon, 30 Nov 2026 10:00:00 +0100";
+        let r = info("client.test", true, true, Some("alice@pec.a.test")).received("pec.a.test", d);
+        assert_eq!(
+            r,
+            "Received: from client.test ([192.0.2.7])\r\n\tby pec.a.test with ESMTPSA\r\n\ttls TLS_AES_256_GCM_SHA384 (TLSv1.3);\r\n\tMon, 30 Nov 2026 10:00:00 +0100\r\n"
+        );
+        assert!(
+            info("mx", true, true, None)
+                .received("b", d)
+                .contains("with ESMTPS\r\n")
+        );
+        assert!(
+            info("mx", true, false, None)
+                .received("b", d)
+                .contains("with ESMTP;")
+        );
+        assert!(
+            info("mx", false, false, None)
+                .received("b", d)
+                .contains("with SMTP;")
+        );
+        // A HELO name that is no domain is not copied (it could break the field's syntax).
+        let odd = info("a (b); c", true, false, None).received("b", d);
+        assert!(
+            odd.starts_with("Received: from [192.0.2.7] ([192.0.2.7])"),
+            "{odd}"
+        );
+    }
 }

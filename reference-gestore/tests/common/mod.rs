@@ -277,3 +277,130 @@ pub fn daticert_of(raw: &[u8]) -> pec_formats::daticert::Daticert {
     let m = pec_formats::parse::parse(raw).unwrap();
     pec_formats::daticert::Daticert::from_xml(&m.daticert_xml.expect("daticert.xml")).unwrap()
 }
+
+use reference_gestore::smtp::Reply;
+use reference_gestore::smtp::server::{self, Handler, Mode, SessionConfig, SessionInfo};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+/// One transaction a [`Peer`] took.
+#[derive(Debug, Clone)]
+pub struct PeerMessage {
+    /// The client's address: one per connection.
+    pub peer: SocketAddr,
+    pub rcpts: Vec<String>,
+    pub message: Vec<u8>,
+}
+
+/// The script of a [`Peer`]: a recipient whose local part starts with `later` is refused with 451
+/// the first `n` times it is offered (`n` from `later<n>`, default 1); `never` is refused with 550;
+/// everything else is accepted.
+#[derive(Default)]
+pub struct PeerScript {
+    pub offered: Mutex<BTreeMap<String, usize>>,
+    pub taken: Mutex<Vec<PeerMessage>>,
+}
+
+impl Handler for PeerScript {
+    async fn authenticate(&self, _user: &str, _password: &str) -> bool {
+        false
+    }
+    async fn mail_from(&self, _info: &SessionInfo, _from: &str) -> Reply {
+        Reply::sender_ok("ok")
+    }
+    async fn rcpt_to(&self, _info: &SessionInfo, rcpt: &str) -> Reply {
+        let local = rcpt.split('@').next().unwrap_or_default().to_string();
+        let seen = {
+            let mut o = self.offered.lock().unwrap();
+            let n = o.entry(rcpt.to_string()).or_default();
+            *n += 1;
+            *n
+        };
+        if let Some(rest) = local.strip_prefix("later") {
+            let refusals: usize = rest.parse().unwrap_or(1);
+            if seen <= refusals {
+                return Reply::new(451, [4, 2, 1], "try again later");
+            }
+        }
+        if local.starts_with("never") {
+            return Reply::no_such_user("no such user");
+        }
+        Reply::recipient_ok("ok")
+    }
+    async fn data(
+        &self,
+        info: &SessionInfo,
+        _from: &str,
+        rcpts: &[String],
+        message: Vec<u8>,
+    ) -> Reply {
+        self.taken.lock().unwrap().push(PeerMessage {
+            peer: info.peer,
+            rcpts: rcpts.to_vec(),
+            message,
+        });
+        Reply::ok("queued")
+    }
+}
+
+/// A scripted ordinary mail server on loopback with STARTTLS (the dev certificate for 127.0.0.1),
+/// routed to by provider 0 for `example.org`, `b.example.org` and `c.example.org`. Stops when dropped.
+pub struct Peer {
+    pub script: Arc<PeerScript>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Peer {
+    /// The transactions taken so far.
+    pub fn taken(&self) -> Vec<PeerMessage> {
+        self.script.taken.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until `n` transactions were taken.
+    pub async fn wait(&self, n: usize) -> Vec<PeerMessage> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let t = self.taken();
+            if t.len() >= n {
+                return t;
+            }
+            assert!(Instant::now() < deadline, "the peer got {} of {n}", t.len());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Two providers, provider 0 routing `example.org` to a [`Peer`].
+pub async fn topo_with_peer() -> (Topo, Peer) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tls_files = Mutex::new(None);
+    let t = Topo::start(2, |i, c| {
+        if i == 0 {
+            for d in ["example.org", "b.example.org", "c.example.org"] {
+                c.routes.insert(d.into(), addr.to_string());
+            }
+            *tls_files.lock().unwrap() = Some((c.tls.cert.clone(), c.tls.key.clone()));
+        }
+    })
+    .await;
+    let (cert, key) = tls_files.into_inner().unwrap().unwrap();
+    let mut config = SessionConfig::new("mx.example.org", Mode::Inbound);
+    config.tls = Some(reference_gestore::tls::server_config_from_files(&cert, &key).unwrap());
+    let script = Arc::new(PeerScript::default());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(server::serve(
+        listener,
+        Arc::new(config),
+        script.clone(),
+        stopped,
+    ));
+    (t, Peer { script, stop })
+}
