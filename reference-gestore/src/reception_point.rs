@@ -126,6 +126,24 @@ fn log_record(
     })
 }
 
+/// The message without the first header field when it is a `Received:` trace field (with its
+/// folded lines): the one our SMTP face prepends carries the time of each attempt, so a resend of
+/// the same bytes differs only there (RFC 5321 §4.4), and content keys must not see it.
+fn untraced(raw: &[u8]) -> &[u8] {
+    if raw.len() < 9 || !raw[..9].eq_ignore_ascii_case(b"received:") {
+        return raw;
+    }
+    let mut at = 0;
+    while let Some(nl) = raw[at..].iter().position(|&b| b == b'\n') {
+        at += nl + 1;
+        // A folded field continues on lines that start with white space (RFC 5322 §2.2.3).
+        if !matches!(raw.get(at), Some(b' ' | b'\t')) {
+            return &raw[at..];
+        }
+    }
+    raw
+}
+
 /// Handles one message received for `rcpts` (our addresses) from `mail_from`.
 pub async fn receive(
     g: &Gestore,
@@ -148,7 +166,7 @@ pub async fn receive(
     // keying on Message-ID alone let that resend through as a second anomaly envelope.
     let seen_id = message_id
         .clone()
-        .unwrap_or_else(|| format!("sha256:{}", hex(&openssl::sha::sha256(raw))));
+        .unwrap_or_else(|| format!("sha256:{}", hex(&openssl::sha::sha256(untraced(raw)))));
     let mut r: Vec<String> = rcpts.iter().map(|r| r.to_ascii_lowercase()).collect();
     r.sort();
     batch.push(Op::Seen {
@@ -426,7 +444,7 @@ async fn ordinary(
             "casella di posta certificata: messaggio non accettato ({reason})"
         )))),
         OrdinaryMail::Forward(to) => {
-            let digest = openssl::sha::sha256(raw);
+            let digest = openssl::sha::sha256(untraced(raw));
             batch.push(Op::Enqueue {
                 key: format!("forward:{}", hex(&digest)),
                 mail_from: mail_from.to_string(),
@@ -454,5 +472,21 @@ async fn ordinary(
             batch.push(record("anomalia"));
             Ok(None)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn content_keys_skip_only_a_leading_trace_field() {
+        let body = b"From: a@b\r\nSubject: x\r\n\r\nbody\r\n";
+        let mut one = b"Received: from x by y;\r\n Mon, 1 Dec 2026 10:00:00 +0100\r\n".to_vec();
+        one.extend_from_slice(body);
+        let mut two = b"Received: from x by y;\r\n Mon, 1 Dec 2026 10:00:01 +0100\r\n".to_vec();
+        two.extend_from_slice(body);
+        assert_eq!(super::untraced(&one), body);
+        assert_eq!(super::untraced(&one), super::untraced(&two));
+        assert_eq!(super::untraced(body), body);
+        assert_eq!(super::untraced(b"Received: no end"), b"Received: no end");
     }
 }
