@@ -1174,11 +1174,12 @@ impl Store for SqlStore {
                         .map_err(db("log"))?;
                 }
                 Op::OutboxTaken { id, rcpts, reply } => {
-                    let row = sqlx::query("SELECT rcpts, state, lease_until FROM outbox WHERE id = $1")
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(db("outbox taken"))?;
+                    let row =
+                        sqlx::query("SELECT rcpts, state, lease_until FROM outbox WHERE id = $1")
+                            .bind(id)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(db("outbox taken"))?;
                     let Some(row) = row else {
                         return Err(StoreError::Corrupt(format!("no outbox item {id}")));
                     };
@@ -1870,7 +1871,190 @@ mod tests {
         timers_fire_when_due_and_cancelled_ones_do_not,
         concurrent_batches_commit_once_and_keep_the_log_chained,
         recipients_keep_their_order_and_mailbox_size_sums,
+        concurrent_claimers_get_disjoint_items_until_the_lease_ends,
+        a_taken_transaction_and_its_log_record_commit_together,
+        a_move_is_one_transaction,
     );
+
+    /// Enqueues `n` items due at `t0()`, keys `k0`.., recipients `r@x` and `s@y`.
+    async fn enqueue(s: &SqlStore, n: usize) {
+        let mut b = Batch::new(t0());
+        for i in 0..n {
+            b.push(Op::Enqueue {
+                key: format!("k{i}"),
+                mail_from: "p@a".into(),
+                rcpts: vec!["r@x".into(), "s@y".into()],
+                raw: b"m".to_vec(),
+            });
+        }
+        s.commit(b).await.unwrap();
+    }
+
+    /// Two workers on one database never get the same item: concurrent claims are disjoint and
+    /// cover every due item; a leased item is claimed again only after its lease ends, or once
+    /// done/retry released it.
+    async fn concurrent_claimers_get_disjoint_items_until_the_lease_ends(s: SqlStore) {
+        enqueue(&s, 20).await;
+        let lease = t0() + Duration::minutes(5);
+        let mut claimers = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let s = s.clone();
+            claimers.spawn(async move { s.claim_outbox(t0(), 8, lease).await.unwrap() });
+        }
+        let mut ids: Vec<i64> = claimers
+            .join_all()
+            .await
+            .into_iter()
+            .flatten()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(ids.len(), 20, "{ids:?}");
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 20, "an item was claimed twice");
+        let later = t0() + Duration::minutes(4);
+        assert!(s.claim_outbox(later, 100, later).await.unwrap().is_empty());
+        // The worker sleeps until the lease ends, not in a busy loop on a due but leased item.
+        assert_eq!(s.next_wakeup().await.unwrap(), Some(lease));
+        // The claimer died: after the lease the items are due again, oldest first.
+        let t5 = lease;
+        let again = s
+            .claim_outbox(t5, 100, t5 + Duration::minutes(5))
+            .await
+            .unwrap();
+        assert_eq!(again.iter().map(|i| i.id).collect::<Vec<_>>(), ids);
+        assert_eq!(again[0].rcpts, ["r@x", "s@y"]);
+        // done and retry release the lease.
+        let t6 = t0() + Duration::minutes(6);
+        s.outbox_done(ids[0], "250 ok").await.unwrap();
+        s.outbox_retry(ids[1], t6, "421 busy", false).await.unwrap();
+        s.outbox_retry_rcpts(ids[2], &["s@y".into()], t6, "451 later")
+            .await
+            .unwrap();
+        let due = s.claim_outbox(t6, 100, t6).await.unwrap();
+        assert_eq!(due.iter().map(|i| i.id).collect::<Vec<_>>(), ids[1..3]);
+        assert_eq!(due[1].rcpts, ["s@y"]);
+        // A restart of the one SQLite writer frees every lease at once.
+        assert_eq!(s.release_outbox_leases().await.unwrap(), 19);
+        assert_eq!(s.claim_outbox(t6, 100, t6).await.unwrap().len(), 19);
+    }
+
+    /// The hand-over's `invio` record and the removal of the recipients the peer took are one
+    /// transaction: a batch that fails writes neither; a recipient taken is never offered again,
+    /// and with none left the item is done.
+    async fn a_taken_transaction_and_its_log_record_commit_together(s: SqlStore) {
+        enqueue(&s, 1).await;
+        let item = s
+            .claim_outbox(t0(), 10, t0() + Duration::minutes(5))
+            .await
+            .unwrap();
+        let id = item[0].id;
+        let invio = |rcpt: &str| {
+            Op::Log(LogRecord {
+                event: "invio".into(),
+                msgid: "id1@a".into(),
+                sender: "p@a".into(),
+                recipients: vec![rcpt.into()],
+                subject: "s".into(),
+                related: vec![],
+                provider: "A".into(),
+            })
+        };
+        let taken = |id: i64, rcpt: &str| Op::OutboxTaken {
+            id,
+            rcpts: vec![rcpt.into()],
+            reply: "250 queued".into(),
+        };
+        let mut broken = Batch::new(t0());
+        broken.push(invio("r@x")).push(taken(id + 1000, "r@x"));
+        assert!(s.commit(broken).await.is_err(), "no such outbox item");
+        assert!(
+            s.log().await.unwrap().is_empty(),
+            "the record went back too"
+        );
+        let mut b = Batch::new(t0());
+        b.push(invio("r@x")).push(taken(id, "R@x"));
+        s.commit(b).await.unwrap();
+        assert_eq!(s.log().await.unwrap().len(), 1);
+        let left = s.due_outbox(t0(), 10).await.unwrap();
+        assert_eq!(left[0].rcpts, ["s@y"]);
+        assert_eq!(left[0].attempts, 0);
+        // Still leased by the claimer that sent it.
+        assert!(s.claim_outbox(t0(), 10, t0()).await.unwrap().is_empty());
+        let mut b = Batch::new(t0());
+        b.push(invio("s@y")).push(taken(id, "s@y"));
+        s.commit(b).await.unwrap();
+        assert!(
+            s.due_outbox(t0() + Duration::days(1), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(s.next_wakeup().await.unwrap(), None);
+        assert_eq!(s.log().await.unwrap().len(), 2);
+    }
+
+    /// RFC 6851 §3.3: MOVE copies (flags kept) and expunges in one transaction; when the expunge
+    /// fails (here a trigger refuses it) nothing was copied either.
+    async fn a_move_is_one_transaction(s: SqlStore) {
+        let mut b = Batch::new(t0());
+        for n in 1..=3 {
+            b.push(Op::Deliver {
+                mailbox: "alice@a".into(),
+                folder: "INBOX".into(),
+                raw: format!("Subject: {n}\r\n\r\nb\r\n").into_bytes(),
+                kind: "ordinary".into(),
+                message_id: None,
+            });
+        }
+        s.commit(b).await.unwrap();
+        assert!(s.create_folder("alice@a", "Archivio").await.unwrap());
+        s.set_flags("alice@a", "INBOX", 2, &["\\Seen".into()])
+            .await
+            .unwrap();
+        let moved = s
+            .move_messages("ALICE@a", "inbox", &[2, 1, 99], "Archivio")
+            .await
+            .unwrap();
+        assert_eq!(moved, [1, 2]);
+        let uids = |v: Vec<MessageMeta>| v.into_iter().map(|m| m.uid).collect::<Vec<_>>();
+        assert_eq!(uids(s.messages("alice@a", "INBOX").await.unwrap()), [3]);
+        let arch = s.messages("alice@a", "Archivio").await.unwrap();
+        assert_eq!(arch[0].flags, ["\\Seen"]);
+        assert_eq!(
+            s.message_raw("alice@a", "Archivio", 2)
+                .await
+                .unwrap()
+                .unwrap(),
+            b"Subject: 1\r\n\r\nb\r\n"
+        );
+        let refuse: &[&str] = match s.backend() {
+            Backend::Sqlite => &["CREATE TRIGGER keep3 BEFORE DELETE ON mailbox_messages
+                 WHEN old.uid = 3 BEGIN SELECT RAISE(ABORT, 'refused'); END"],
+            Backend::Postgres => &[
+                "CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql
+                 AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$",
+                "CREATE TRIGGER keep3 BEFORE DELETE ON mailbox_messages FOR EACH ROW
+                 WHEN (OLD.uid = 3) EXECUTE FUNCTION refuse_delete()",
+            ],
+        };
+        let before = s.folder("alice@a", "Archivio").await.unwrap().unwrap();
+        for q in refuse {
+            sqlx::raw_sql(*q).execute(s.pool()).await.unwrap();
+        }
+        assert!(
+            s.move_messages("alice@a", "INBOX", &[3], "Archivio")
+                .await
+                .is_err()
+        );
+        assert_eq!(uids(s.messages("alice@a", "INBOX").await.unwrap()), [3]);
+        assert_eq!(
+            uids(s.messages("alice@a", "Archivio").await.unwrap()),
+            [1, 2]
+        );
+        let after = s.folder("alice@a", "Archivio").await.unwrap().unwrap();
+        assert_eq!(after, before, "the UID taken for the copy went back too");
+    }
 
     /// The durable path under concurrency: the same inbound message committed by many tasks at
     /// once is stored once (dedupe key `seen`), its receipt queued once (`outbox.key`); distinct
