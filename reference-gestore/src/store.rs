@@ -274,7 +274,8 @@ pub struct RecipientRow {
 pub trait Store: Send + Sync {
     /// Applies a batch atomically.
     async fn commit(&self, batch: Batch) -> Result<CommitOutcome, StoreError>;
-    /// Queued messages due at `now`, oldest first, at most `limit`.
+    /// Queued messages due at `now`, oldest first, at most `limit`, leased or not: this only
+    /// reads (a worker takes its items with [`Store::claim_outbox`]).
     async fn due_outbox(
         &self,
         now: DateTime<Utc>,
