@@ -80,37 +80,53 @@ async fn open(g: &Gestore, route: &str) -> Result<SmtpClient, ClientError> {
     Ok(c)
 }
 
-/// Sends `jobs` to `route` (`host:port`) over as few sessions as possible: RSET before each
-/// further transaction, a new session after [`MAX_PER_SESSION`] transactions or after an error.
-/// Returns, for each job in order, the outcome of each of its recipients. When no session can be
-/// opened, every remaining recipient is a transient failure (nothing is tried twice per pass).
-pub async fn send_all(
-    g: &Gestore,
-    route: &str,
-    jobs: &[Job<'_>],
-) -> Vec<Vec<(String, RcptOutcome)>> {
-    let mut out: Vec<Vec<(String, RcptOutcome)>> = Vec::with_capacity(jobs.len());
-    let mut session: Option<(SmtpClient, usize)> = None;
-    for (i, job) in jobs.iter().enumerate() {
+/// The sessions of one pass to one route, one transaction at a time, so the caller can record
+/// each outcome before the next transaction starts (a crash then re-sends only what was not yet
+/// accepted). RSET before each further transaction, a new session after [`MAX_PER_SESSION`]
+/// transactions or after an error. When no session can be opened, that failure is the outcome of
+/// every later transaction of the pass (nothing is tried twice per pass).
+pub struct RouteSender<'g> {
+    g: &'g Gestore,
+    route: &'g str,
+    session: Option<(SmtpClient, usize)>,
+    down: Option<RcptOutcome>,
+}
+
+impl<'g> RouteSender<'g> {
+    /// No session yet: the first [`RouteSender::send`] opens one.
+    pub fn new(g: &'g Gestore, route: &'g str) -> RouteSender<'g> {
+        RouteSender {
+            g,
+            route,
+            session: None,
+            down: None,
+        }
+    }
+
+    /// Sends one job as one transaction; the outcome of each of its recipients, in order.
+    pub async fn send(&mut self, job: &Job<'_>) -> Vec<(String, RcptOutcome)> {
+        let route = self.route;
+        let all = |o: &RcptOutcome| job.rcpts.iter().map(|r| (r.clone(), o.clone())).collect();
+        if let Some(o) = &self.down {
+            return all(o);
+        }
         // Reuse a live session: RSET both ends any leftover state (RFC 5321 §4.1.1.5) and proves
         // the connection still answers; a session that fails it is replaced.
-        if let Some((mut c, n)) = session.take() {
+        if let Some((mut c, n)) = self.session.take() {
             if n < MAX_PER_SESSION && c.rset().await.is_ok() {
-                session = Some((c, n));
+                self.session = Some((c, n));
             } else {
                 let _ = c.quit().await;
             }
         }
-        let (c, n) = match session.as_mut() {
+        let (c, n) = match self.session.as_mut() {
             Some(s) => s,
-            None => match open(g, route).await {
-                Ok(c) => session.insert((c, 0)),
+            None => match open(self.g, route).await {
+                Ok(c) => self.session.insert((c, 0)),
                 Err(e) => {
                     let o = RcptOutcome::from_error(route, &e);
-                    for j in &jobs[i..] {
-                        out.push(j.rcpts.iter().map(|r| (r.clone(), o.clone())).collect());
-                    }
-                    return out;
+                    self.down = Some(o.clone());
+                    return all(&o);
                 }
             },
         };
@@ -118,21 +134,39 @@ pub async fn send_all(
         match c.send(job.mail_from, &to, job.raw).await {
             Ok(r) => {
                 *n += 1;
-                out.push(outcomes(route, job, &r));
+                outcomes(route, job, &r)
             }
             Err(e) => {
-                let o = RcptOutcome::from_error(route, &e);
-                out.push(job.rcpts.iter().map(|r| (r.clone(), o.clone())).collect());
                 // The session's state is unknown after an error: the next job opens a new one.
-                if let Some((c, _)) = session.take() {
+                if let Some((c, _)) = self.session.take() {
                     let _ = c.quit().await;
                 }
+                all(&RcptOutcome::from_error(route, &e))
             }
         }
     }
-    if let Some((c, _)) = session.take() {
-        let _ = c.quit().await;
+
+    /// Closes the session, if one is open (QUIT).
+    pub async fn close(mut self) {
+        if let Some((c, _)) = self.session.take() {
+            let _ = c.quit().await;
+        }
     }
+}
+
+/// Sends `jobs` to `route` (`host:port`) over as few sessions as possible ([`RouteSender`]).
+/// Returns, for each job in order, the outcome of each of its recipients.
+pub async fn send_all(
+    g: &Gestore,
+    route: &str,
+    jobs: &[Job<'_>],
+) -> Vec<Vec<(String, RcptOutcome)>> {
+    let mut sender = RouteSender::new(g, route);
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        out.push(sender.send(job).await);
+    }
+    sender.close().await;
     out
 }
 

@@ -146,6 +146,18 @@ pub enum Op {
     },
     /// A log record (RFC 6109 §2.3; digest §11).
     Log(LogRecord),
+    /// The peer took outbox item `id` for `rcpts` (one SMTP transaction completed): they leave the
+    /// item's recipients, so a restart sends only to the others (RFC 5321 §4.5.4.1); with none
+    /// left the item is done. Committed with the hand-over's `invio` record ([`Op::Log`]), so the
+    /// record and the outbox change happen together or not at all (digest §11).
+    OutboxTaken {
+        /// The outbox row.
+        id: i64,
+        /// The recipients the peer accepted.
+        rcpts: Vec<String>,
+        /// The peer's final reply.
+        reply: String,
+    },
 }
 
 /// A record of the message log (registro): every field of RFC 6109 §2.3.
@@ -262,7 +274,8 @@ pub struct RecipientRow {
 pub trait Store: Send + Sync {
     /// Applies a batch atomically.
     async fn commit(&self, batch: Batch) -> Result<CommitOutcome, StoreError>;
-    /// Queued messages due at `now`, oldest first, at most `limit`.
+    /// Queued messages due at `now`, oldest first, at most `limit`, leased or not: this only
+    /// reads (a worker takes its items with [`Store::claim_outbox`]).
     async fn due_outbox(
         &self,
         now: DateTime<Utc>,
@@ -370,6 +383,29 @@ pub trait Store: Send + Sync {
         next: DateTime<Utc>,
         reply: &str,
     ) -> Result<(), StoreError>;
+    /// Claims up to `limit` outbox items due at `now` (oldest first) for one worker: each is
+    /// leased until `until`, and no other claimer gets it before then, in this process or another
+    /// on the same database. [`Store::outbox_done`], [`Store::outbox_retry`] and
+    /// [`Store::outbox_retry_rcpts`] release the lease; a worker that dies keeps it until `until`.
+    async fn claim_outbox(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<OutboxItem>, StoreError>;
+    /// Releases every outbox lease (a SQLite store has one writing process: at its start no lease
+    /// is held by a live worker). Returns how many were released.
+    async fn release_outbox_leases(&self) -> Result<u64, StoreError>;
+    /// Moves messages to another folder of the same mailbox in one transaction (IMAP MOVE,
+    /// RFC 6851 §3.3: all or nothing): the copies (flags and internal date kept) and the removal
+    /// of the originals. Returns the new UIDs in order; a UID not in `from` is skipped.
+    async fn move_messages(
+        &self,
+        mailbox: &str,
+        from: &str,
+        uids: &[i64],
+        to: &str,
+    ) -> Result<Vec<i64>, StoreError>;
 }
 
 /// A mailbox folder and its counts.
@@ -544,7 +580,8 @@ const SCHEMA: &[&str] = &[
         attempts INTEGER NOT NULL DEFAULT 0,
         next_attempt INTEGER NOT NULL,
         last_reply TEXT,
-        created_at INTEGER NOT NULL)",
+        created_at INTEGER NOT NULL,
+        lease_until INTEGER NOT NULL DEFAULT 0)",
     "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt)",
     "CREATE TABLE IF NOT EXISTS timers (
         identificativo TEXT NOT NULL,
@@ -619,6 +656,57 @@ const POSTGRES_SETUP: &[&str] = &["CREATE COLLATION IF NOT EXISTS nocase
 /// same, so a batch's reads (the log chain's last hash, a folder's next UID, the `\Recent` mark)
 /// cannot interleave with another writer's, whichever process it is in. RFC 6109 §4.1 numbers.
 const POSTGRES_WRITE_LOCK: i64 = 6109;
+
+/// The claim of due outbox items ([`Store::claim_outbox`]), `$lock` after the inner SELECT.
+macro_rules! claim_outbox_sql {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE outbox SET lease_until = $1 WHERE id IN (
+               SELECT id FROM outbox
+               WHERE state = 'pending' AND next_attempt <= $2 AND lease_until <= $3
+               ORDER BY next_attempt, id LIMIT $4",
+            $lock,
+            ") RETURNING id, key, mail_from, rcpts, raw, attempts, next_attempt"
+        )
+    };
+}
+
+/// The claim statement for `backend`. PostgreSQL: `FOR UPDATE SKIP LOCKED`, so concurrent
+/// claimers (other processes on the same database) each lock their own rows and skip the others';
+/// a row another claimer committed meanwhile is re-checked and, leased, left out. SQLite has one
+/// writer at a time: the one statement is atomic as it stands.
+fn claim_outbox_statement(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => claim_outbox_sql!(""),
+        Backend::Postgres => claim_outbox_sql!(" FOR UPDATE SKIP LOCKED"),
+    }
+}
+
+/// Adds the outbox lease column to a database written before it ([`Store::claim_outbox`]).
+async fn migrate_outbox_lease(store: &SqlStore) -> Result<(), sqlx::Error> {
+    let add = "ALTER TABLE outbox ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0";
+    match store.backend {
+        Backend::Sqlite => {
+            let has: i64 = sqlx::query(
+                "SELECT COUNT(*) FROM pragma_table_info('outbox') WHERE name = 'lease_until'",
+            )
+            .fetch_one(&store.pool)
+            .await?
+            .get(0);
+            if has == 0 {
+                sqlx::query(add).execute(&store.pool).await?;
+            }
+        }
+        Backend::Postgres => {
+            sqlx::query(
+                "ALTER TABLE outbox ADD COLUMN IF NOT EXISTS lease_until BIGINT NOT NULL DEFAULT 0",
+            )
+            .execute(&store.pool)
+            .await?;
+        }
+    }
+    Ok(())
+}
 
 /// A schema statement for `backend`. The statements are written for SQLite; PostgreSQL gets
 /// 64-bit integers (SQLite's INTEGER is 64-bit, PostgreSQL's 32), BYTEA for BLOB, identity columns
@@ -724,6 +812,9 @@ impl SqlStore {
                 .await
                 .map_err(db("schema"))?;
         }
+        migrate_outbox_lease(&self)
+            .await
+            .map_err(db("outbox migration"))?;
         // Digest §11: a log written before the hash chain gets its columns and links.
         crate::registro::migrate(&self)
             .await
@@ -1083,6 +1174,40 @@ impl Store for SqlStore {
                         .await
                         .map_err(db("log"))?;
                 }
+                Op::OutboxTaken { id, rcpts, reply } => {
+                    let row =
+                        sqlx::query("SELECT rcpts, state, lease_until FROM outbox WHERE id = $1")
+                            .bind(id)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(db("outbox taken"))?;
+                    let Some(row) = row else {
+                        return Err(StoreError::Corrupt(format!("no outbox item {id}")));
+                    };
+                    // RFC 5321 §4.5.4.1: a recipient the peer took is never sent again.
+                    let left: Vec<String> = parse_list(row.get::<&str, _>(0))?
+                        .into_iter()
+                        .filter(|r| !rcpts.iter().any(|t| t.eq_ignore_ascii_case(r)))
+                        .collect();
+                    // Done: the lease is released; otherwise the claimer keeps it.
+                    let (state, lease) = if left.is_empty() {
+                        ("done".to_string(), 0)
+                    } else {
+                        (row.get::<String, _>(1), row.get::<i64, _>(2))
+                    };
+                    sqlx::query(
+                        "UPDATE outbox SET rcpts = $1, state = $2, last_reply = $3, lease_until = $4
+                         WHERE id = $5",
+                    )
+                    .bind(json_list(&left))
+                    .bind(&state)
+                    .bind(&reply)
+                    .bind(lease)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("outbox taken"))?;
+                }
             }
         }
         tx.commit().await.map_err(db("commit"))?;
@@ -1121,7 +1246,7 @@ impl Store for SqlStore {
     }
 
     async fn outbox_done(&self, id: i64, reply: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET state = 'done', last_reply = $1, attempts = attempts + 1 WHERE id = $2")
+        sqlx::query("UPDATE outbox SET state = 'done', last_reply = $1, attempts = attempts + 1, lease_until = 0 WHERE id = $2")
             .bind(reply)
             .bind(id)
             .execute(&self.pool)
@@ -1139,8 +1264,8 @@ impl Store for SqlStore {
     ) -> Result<(), StoreError> {
         let state = if give_up { "failed" } else { "pending" };
         sqlx::query(
-            "UPDATE outbox SET state = $1, next_attempt = $2, last_reply = $3, attempts = attempts + 1
-             WHERE id = $4",
+            "UPDATE outbox SET state = $1, next_attempt = $2, last_reply = $3, attempts = attempts + 1,
+             lease_until = 0 WHERE id = $4",
         )
         .bind(state)
         .bind(ms(next))
@@ -1155,7 +1280,8 @@ impl Store for SqlStore {
     async fn next_wakeup(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         let v: Option<i64> = sqlx::query(
             "SELECT MIN(t) FROM (
-               SELECT MIN(next_attempt) AS t FROM outbox WHERE state = 'pending'
+               SELECT MIN(CASE WHEN lease_until > next_attempt THEN lease_until
+                               ELSE next_attempt END) AS t FROM outbox WHERE state = 'pending'
                UNION ALL SELECT MIN(due) AS t FROM timers WHERE state = 'armed') AS w",
         )
         .fetch_one(&self.pool)
@@ -1597,7 +1723,7 @@ impl Store for SqlStore {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE outbox SET state = 'pending', rcpts = $1, next_attempt = $2, last_reply = $3,
-             attempts = attempts + 1 WHERE id = $4",
+             attempts = attempts + 1, lease_until = 0 WHERE id = $4",
         )
         .bind(json_list(rcpts))
         .bind(ms(next))
@@ -1607,6 +1733,98 @@ impl Store for SqlStore {
         .await
         .map_err(db("outbox retry recipients"))?;
         Ok(())
+    }
+
+    async fn claim_outbox(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        // One statement: the due rows are chosen and leased atomically (backend section).
+        let rows = sqlx::query(claim_outbox_statement(self.backend))
+            .bind(ms(until))
+            .bind(ms(now))
+            .bind(ms(now))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("claim outbox"))?;
+        let mut items = rows
+            .into_iter()
+            .map(|r| {
+                Ok((
+                    r.get::<i64, _>(6),
+                    OutboxItem {
+                        id: r.get(0),
+                        key: r.get(1),
+                        mail_from: r.get(2),
+                        rcpts: parse_list(r.get::<&str, _>(3))?,
+                        raw: r.get(4),
+                        attempts: r.get(5),
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // RETURNING follows no ORDER BY: oldest first again.
+        items.sort_by_key(|(next, item)| (*next, item.id));
+        Ok(items.into_iter().map(|(_, item)| item).collect())
+    }
+
+    async fn release_outbox_leases(&self) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query("UPDATE outbox SET lease_until = 0 WHERE lease_until <> 0")
+                .execute(&self.pool)
+                .await
+                .map_err(db("release outbox leases"))?
+                .rows_affected(),
+        )
+    }
+
+    async fn move_messages(
+        &self,
+        mailbox: &str,
+        from: &str,
+        uids: &[i64],
+        to: &str,
+    ) -> Result<Vec<i64>, StoreError> {
+        let (from, to) = (canonical_folder(from), canonical_folder(to));
+        // RFC 6851 §3.3: the copy and the expunge are one transaction; an error rolls both back.
+        let mut tx = self.begin().await?;
+        let mut out = Vec::new();
+        for uid in uids {
+            let new = take_uid(&mut tx, mailbox, &to, now_ms()).await?;
+            let r = sqlx::query(
+                "INSERT INTO mailbox_messages
+                 (mailbox, folder, uid, kind, message_id, raw, size, internal_date, flags)
+                 SELECT mailbox, $1, $2, kind, message_id, raw, size, internal_date, flags
+                 FROM mailbox_messages WHERE mailbox = $3 AND folder = $4 AND uid = $5",
+            )
+            .bind(&to)
+            .bind(new)
+            .bind(mailbox)
+            .bind(&from)
+            .bind(uid)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("move"))?;
+            if r.rows_affected() == 0 {
+                continue;
+            }
+            sqlx::query(
+                "DELETE FROM mailbox_messages WHERE mailbox = $1 AND folder = $2 AND uid = $3",
+            )
+            .bind(mailbox)
+            .bind(&from)
+            .bind(uid)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("move"))?;
+            out.push(new);
+        }
+        tx.commit().await.map_err(db("commit"))?;
+        self.changed();
+        Ok(out)
     }
 }
 
@@ -1654,7 +1872,190 @@ mod tests {
         timers_fire_when_due_and_cancelled_ones_do_not,
         concurrent_batches_commit_once_and_keep_the_log_chained,
         recipients_keep_their_order_and_mailbox_size_sums,
+        concurrent_claimers_get_disjoint_items_until_the_lease_ends,
+        a_taken_transaction_and_its_log_record_commit_together,
+        a_move_is_one_transaction,
     );
+
+    /// Enqueues `n` items due at `t0()`, keys `k0`.., recipients `r@x` and `s@y`.
+    async fn enqueue(s: &SqlStore, n: usize) {
+        let mut b = Batch::new(t0());
+        for i in 0..n {
+            b.push(Op::Enqueue {
+                key: format!("k{i}"),
+                mail_from: "p@a".into(),
+                rcpts: vec!["r@x".into(), "s@y".into()],
+                raw: b"m".to_vec(),
+            });
+        }
+        s.commit(b).await.unwrap();
+    }
+
+    /// Two workers on one database never get the same item: concurrent claims are disjoint and
+    /// cover every due item; a leased item is claimed again only after its lease ends, or once
+    /// done/retry released it.
+    async fn concurrent_claimers_get_disjoint_items_until_the_lease_ends(s: SqlStore) {
+        enqueue(&s, 20).await;
+        let lease = t0() + Duration::minutes(5);
+        let mut claimers = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let s = s.clone();
+            claimers.spawn(async move { s.claim_outbox(t0(), 8, lease).await.unwrap() });
+        }
+        let mut ids: Vec<i64> = claimers
+            .join_all()
+            .await
+            .into_iter()
+            .flatten()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(ids.len(), 20, "{ids:?}");
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 20, "an item was claimed twice");
+        let later = t0() + Duration::minutes(4);
+        assert!(s.claim_outbox(later, 100, later).await.unwrap().is_empty());
+        // The worker sleeps until the lease ends, not in a busy loop on a due but leased item.
+        assert_eq!(s.next_wakeup().await.unwrap(), Some(lease));
+        // The claimer died: after the lease the items are due again, oldest first.
+        let t5 = lease;
+        let again = s
+            .claim_outbox(t5, 100, t5 + Duration::minutes(5))
+            .await
+            .unwrap();
+        assert_eq!(again.iter().map(|i| i.id).collect::<Vec<_>>(), ids);
+        assert_eq!(again[0].rcpts, ["r@x", "s@y"]);
+        // done and retry release the lease.
+        let t6 = t0() + Duration::minutes(6);
+        s.outbox_done(ids[0], "250 ok").await.unwrap();
+        s.outbox_retry(ids[1], t6, "421 busy", false).await.unwrap();
+        s.outbox_retry_rcpts(ids[2], &["s@y".into()], t6, "451 later")
+            .await
+            .unwrap();
+        let due = s.claim_outbox(t6, 100, t6).await.unwrap();
+        assert_eq!(due.iter().map(|i| i.id).collect::<Vec<_>>(), ids[1..3]);
+        assert_eq!(due[1].rcpts, ["s@y"]);
+        // A restart of the one SQLite writer frees every lease at once.
+        assert_eq!(s.release_outbox_leases().await.unwrap(), 19);
+        assert_eq!(s.claim_outbox(t6, 100, t6).await.unwrap().len(), 19);
+    }
+
+    /// The hand-over's `invio` record and the removal of the recipients the peer took are one
+    /// transaction: a batch that fails writes neither; a recipient taken is never offered again,
+    /// and with none left the item is done.
+    async fn a_taken_transaction_and_its_log_record_commit_together(s: SqlStore) {
+        enqueue(&s, 1).await;
+        let item = s
+            .claim_outbox(t0(), 10, t0() + Duration::minutes(5))
+            .await
+            .unwrap();
+        let id = item[0].id;
+        let invio = |rcpt: &str| {
+            Op::Log(LogRecord {
+                event: "invio".into(),
+                msgid: "id1@a".into(),
+                sender: "p@a".into(),
+                recipients: vec![rcpt.into()],
+                subject: "s".into(),
+                related: vec![],
+                provider: "A".into(),
+            })
+        };
+        let taken = |id: i64, rcpt: &str| Op::OutboxTaken {
+            id,
+            rcpts: vec![rcpt.into()],
+            reply: "250 queued".into(),
+        };
+        let mut broken = Batch::new(t0());
+        broken.push(invio("r@x")).push(taken(id + 1000, "r@x"));
+        assert!(s.commit(broken).await.is_err(), "no such outbox item");
+        assert!(
+            s.log().await.unwrap().is_empty(),
+            "the record went back too"
+        );
+        let mut b = Batch::new(t0());
+        b.push(invio("r@x")).push(taken(id, "R@x"));
+        s.commit(b).await.unwrap();
+        assert_eq!(s.log().await.unwrap().len(), 1);
+        let left = s.due_outbox(t0(), 10).await.unwrap();
+        assert_eq!(left[0].rcpts, ["s@y"]);
+        assert_eq!(left[0].attempts, 0);
+        // Still leased by the claimer that sent it.
+        assert!(s.claim_outbox(t0(), 10, t0()).await.unwrap().is_empty());
+        let mut b = Batch::new(t0());
+        b.push(invio("s@y")).push(taken(id, "s@y"));
+        s.commit(b).await.unwrap();
+        assert!(
+            s.due_outbox(t0() + Duration::days(1), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(s.next_wakeup().await.unwrap(), None);
+        assert_eq!(s.log().await.unwrap().len(), 2);
+    }
+
+    /// RFC 6851 §3.3: MOVE copies (flags kept) and expunges in one transaction; when the expunge
+    /// fails (here a trigger refuses it) nothing was copied either.
+    async fn a_move_is_one_transaction(s: SqlStore) {
+        let mut b = Batch::new(t0());
+        for n in 1..=3 {
+            b.push(Op::Deliver {
+                mailbox: "alice@a".into(),
+                folder: "INBOX".into(),
+                raw: format!("Subject: {n}\r\n\r\nb\r\n").into_bytes(),
+                kind: "ordinary".into(),
+                message_id: None,
+            });
+        }
+        s.commit(b).await.unwrap();
+        assert!(s.create_folder("alice@a", "Archivio").await.unwrap());
+        s.set_flags("alice@a", "INBOX", 2, &["\\Seen".into()])
+            .await
+            .unwrap();
+        let moved = s
+            .move_messages("ALICE@a", "inbox", &[2, 1, 99], "Archivio")
+            .await
+            .unwrap();
+        assert_eq!(moved, [1, 2]);
+        let uids = |v: Vec<MessageMeta>| v.into_iter().map(|m| m.uid).collect::<Vec<_>>();
+        assert_eq!(uids(s.messages("alice@a", "INBOX").await.unwrap()), [3]);
+        let arch = s.messages("alice@a", "Archivio").await.unwrap();
+        assert_eq!(arch[0].flags, ["\\Seen"]);
+        assert_eq!(
+            s.message_raw("alice@a", "Archivio", 2)
+                .await
+                .unwrap()
+                .unwrap(),
+            b"Subject: 1\r\n\r\nb\r\n"
+        );
+        let refuse: &[&str] = match s.backend() {
+            Backend::Sqlite => &["CREATE TRIGGER keep3 BEFORE DELETE ON mailbox_messages
+                 WHEN old.uid = 3 BEGIN SELECT RAISE(ABORT, 'refused'); END"],
+            Backend::Postgres => &[
+                "CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql
+                 AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$",
+                "CREATE TRIGGER keep3 BEFORE DELETE ON mailbox_messages FOR EACH ROW
+                 WHEN (OLD.uid = 3) EXECUTE FUNCTION refuse_delete()",
+            ],
+        };
+        let before = s.folder("alice@a", "Archivio").await.unwrap().unwrap();
+        for q in refuse {
+            sqlx::raw_sql(*q).execute(s.pool()).await.unwrap();
+        }
+        assert!(
+            s.move_messages("alice@a", "INBOX", &[3], "Archivio")
+                .await
+                .is_err()
+        );
+        assert_eq!(uids(s.messages("alice@a", "INBOX").await.unwrap()), [3]);
+        assert_eq!(
+            uids(s.messages("alice@a", "Archivio").await.unwrap()),
+            [1, 2]
+        );
+        let after = s.folder("alice@a", "Archivio").await.unwrap().unwrap();
+        assert_eq!(after, before, "the UID taken for the copy went back too");
+    }
 
     /// The durable path under concurrency: the same inbound message committed by many tasks at
     /// once is stored once (dedupe key `seen`), its receipt queued once (`outbox.key`); distinct

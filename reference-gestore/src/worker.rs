@@ -5,9 +5,9 @@
 //! (the reception point recognises a message it already has).
 
 use crate::gestore::{Gestore, domain_of};
-use crate::outbound::{Job, RcptOutcome};
+use crate::outbound::{Job, RcptOutcome, RouteSender};
 use crate::reception_point::{self, Received};
-use crate::store::{Batch, LogRecord, Op, OutboxItem, Store};
+use crate::store::{Backend, Batch, LogRecord, Op, OutboxItem, Store};
 use crate::timers::{RecipientState, decide, parse_phase};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -23,6 +23,9 @@ const BATCH: i64 = 64;
 /// The longest the worker sleeps without looking at the store (a safety net; wake-ups come from
 /// commits and clock jumps).
 const MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a pass holds the outbox items it claimed ([`Store::claim_outbox`]): another worker on
+/// the same database takes them only after this, if this one died without releasing them.
+pub const LEASE: chrono::Duration = chrono::Duration::minutes(5);
 
 /// The delay before retry number `attempts` (1-based): 2 s doubling up to 30 min, so a peer that
 /// is restarting is found again within seconds.
@@ -74,12 +77,14 @@ impl ItemOutcome {
     }
 }
 
-/// One pass over the due outbox items. Returns how many were handled. Items for our own domains
-/// go to the reception point in-process; the others are grouped by route, each route's share
-/// going over as few SMTP sessions as possible ([`crate::outbound::send_all`]).
+/// One pass over the due outbox items. Returns how many were handled. The items are claimed
+/// (leased for [`LEASE`]), so a second worker on the same database never sends them at the same
+/// time. Items for our own domains go to the reception point in-process; the others are grouped by
+/// route, each route's share going over as few SMTP sessions as possible ([`RouteSender`]), and
+/// what the peer accepted is recorded as each transaction completes, before the next one starts.
 pub async fn outbox_pass(g: &Gestore) -> anyhow::Result<usize> {
     let now = g.clock.now();
-    let items = g.store.due_outbox(now, BATCH).await?;
+    let items = g.store.claim_outbox(now, BATCH, now + LEASE).await?;
     let mut results: Vec<ItemOutcome> = items.iter().map(|_| ItemOutcome::default()).collect();
     // route → (item index, recipients at that route)
     let mut by_route: BTreeMap<String, Vec<(usize, Vec<String>)>> = BTreeMap::new();
@@ -111,16 +116,15 @@ pub async fn outbox_pass(g: &Gestore) -> anyhow::Result<usize> {
         }
     }
     for (route, shares) in &by_route {
-        let jobs: Vec<Job<'_>> = shares
-            .iter()
-            .map(|(i, rcpts)| Job {
-                mail_from: &items[*i].mail_from,
+        let mut sender = RouteSender::new(g, route);
+        for (i, rcpts) in shares {
+            let item = &items[*i];
+            let job = Job {
+                mail_from: &item.mail_from,
                 rcpts,
-                raw: &items[*i].raw,
-            })
-            .collect();
-        let sent = crate::outbound::send_all(g, route, &jobs).await;
-        for ((i, _), per_rcpt) in shares.iter().zip(sent) {
+                raw: &item.raw,
+            };
+            let per_rcpt = sender.send(&job).await;
             let accepted: Vec<String> = per_rcpt
                 .iter()
                 .filter(|(_, o)| matches!(o, RcptOutcome::Accepted(_)))
@@ -128,16 +132,30 @@ pub async fn outbox_pass(g: &Gestore) -> anyhow::Result<usize> {
                 .collect();
             if !accepted.is_empty() {
                 // RFC 6109 §2.3, digest §11: the hand-over to the other provider is an operation
-                // of its own, logged once the peer has accepted it (its reply stays on the outbox
-                // row).
-                let mut log = Batch::new(g.clock.now());
-                log.push(Op::Log(invio_record(g, &items[*i], &accepted)));
-                g.store.commit(log).await?;
+                // of its own, logged once the peer has accepted it; in the same transaction the
+                // accepted recipients leave the outbox item (RFC 5321 §4.5.4.1), before the next
+                // transaction starts: a crash after this re-sends, and logs, only the others.
+                let reply = per_rcpt
+                    .iter()
+                    .find_map(|(_, o)| match o {
+                        RcptOutcome::Accepted(r) => Some(r.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                let mut taken = Batch::new(g.clock.now());
+                taken.push(Op::Log(invio_record(g, item, &accepted)));
+                taken.push(Op::OutboxTaken {
+                    id: item.id,
+                    rcpts: accepted,
+                    reply,
+                });
+                g.store.commit(taken).await?;
             }
             for (rcpt, o) in per_rcpt {
                 results[*i].add(&rcpt, o);
             }
         }
+        sender.close().await;
     }
     for (item, r) in items.iter().zip(results) {
         finish(g, item, r, now).await?;
@@ -397,6 +415,13 @@ async fn timeout_notice(
 /// (a test advancing the clock) and at the next due time.
 pub async fn run(g: Arc<Gestore>, mut shutdown: watch::Receiver<bool>) {
     let mut jumps = g.clock.jumps();
+    // A SQLite store has one writing process, this one: a lease left by a run that died is held
+    // by no live worker, so its items are due at once rather than after [`LEASE`].
+    if g.store.backend() == Backend::Sqlite
+        && let Err(e) = g.store.release_outbox_leases().await
+    {
+        tracing::error!("outbox: {e:#}");
+    }
     loop {
         if *shutdown.borrow() {
             return;

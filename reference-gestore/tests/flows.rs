@@ -626,3 +626,152 @@ async fn received_fields_are_added_outside_the_signature() {
     assert!(receipt.raw.starts_with(b"Received: from "));
     openssl_verifies(&receipt.raw, &t.state.ca).unwrap();
 }
+
+/// A peer that takes every transaction (through [`PeerScript`]) but, while `stall` is set, never
+/// answers the second MAIL FROM it sees: the sending worker is stuck mid-session, where a crash
+/// would find it.
+#[derive(Default)]
+struct StallingPeer {
+    script: PeerScript,
+    stall: std::sync::atomic::AtomicBool,
+    mails: std::sync::atomic::AtomicUsize,
+    reached: tokio::sync::Notify,
+}
+
+impl reference_gestore::smtp::server::Handler for StallingPeer {
+    async fn authenticate(&self, _user: &str, _password: &str) -> bool {
+        false
+    }
+    async fn mail_from(
+        &self,
+        info: &reference_gestore::smtp::server::SessionInfo,
+        from: &str,
+    ) -> reference_gestore::smtp::Reply {
+        use std::sync::atomic::Ordering;
+        let n = self.mails.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == 2 && self.stall.load(Ordering::SeqCst) {
+            self.reached.notify_one();
+            std::future::pending::<()>().await;
+        }
+        self.script.mail_from(info, from).await
+    }
+    async fn rcpt_to(
+        &self,
+        info: &reference_gestore::smtp::server::SessionInfo,
+        rcpt: &str,
+    ) -> reference_gestore::smtp::Reply {
+        self.script.rcpt_to(info, rcpt).await
+    }
+    async fn data(
+        &self,
+        info: &reference_gestore::smtp::server::SessionInfo,
+        from: &str,
+        rcpts: &[String],
+        message: Vec<u8>,
+    ) -> reference_gestore::smtp::Reply {
+        self.script.data(info, from, rcpts, message).await
+    }
+}
+
+/// RFC 5321 §4.5.4.1, digest §11: one outbox item for two domains routed to one peer goes over one
+/// session as two transactions. The peer takes the first, then the worker dies before the second
+/// completes (its pass is aborted while the peer holds MAIL FROM). What the peer took is already
+/// recorded, with its `invio` record in the same commit; after the dead worker's lease ends, the
+/// next pass sends only to the other recipient, and nobody gets the message twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pass_that_dies_mid_session_resends_only_what_was_not_accepted() {
+    use reference_gestore::clock::{Clock, ManualClock};
+    use reference_gestore::config::Config;
+    use reference_gestore::gestore::Gestore;
+    use reference_gestore::smtp::server::{self, Mode, SessionConfig};
+    use reference_gestore::store::{Batch, Op, Store};
+    use reference_gestore::worker;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    let dir = tempfile::tempdir().unwrap();
+    let state = reference_gestore::dev::prepare(dir.path(), 2, true).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut c = Config::load(&state.instances[0].config).unwrap();
+    for d in ["example.org", "b.example.org"] {
+        c.routes.insert(d.into(), addr.to_string());
+    }
+    let mut peer_config = SessionConfig::new("mx.example.org", Mode::Inbound);
+    peer_config.tls =
+        Some(reference_gestore::tls::server_config_from_files(&c.tls.cert, &c.tls.key).unwrap());
+    let peer = Arc::new(StallingPeer::default());
+    peer.stall.store(true, Ordering::SeqCst);
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(server::serve(
+        listener,
+        Arc::new(peer_config),
+        peer.clone(),
+        stopped,
+    ));
+    // The provider's context without its worker: the test runs the passes itself.
+    let clock = ManualClock::new();
+    let g = Gestore::open(c, clock.clone() as Arc<dyn Clock>)
+        .await
+        .unwrap();
+    let alice = state.instances[0].users[0].address.clone();
+    let (x, y) = ("x@example.org", "y@b.example.org");
+    let m = plain_message(&alice, &[x, y], &[], "a meta", "");
+    let mut b = Batch::new(clock.now());
+    b.push(Op::Enqueue {
+        key: "inoltro:1".into(),
+        mail_from: alice.clone(),
+        rcpts: vec![x.into(), y.into()],
+        raw: m.into_bytes(),
+    });
+    g.store.commit(b).await.unwrap();
+    let invii = |log: Vec<reference_gestore::store::LogRecord>| {
+        log.into_iter()
+            .filter(|r| r.event == "invio")
+            .map(|r| r.recipients)
+            .collect::<Vec<_>>()
+    };
+
+    let pass = tokio::spawn({
+        let g = g.clone();
+        async move { worker::outbox_pass(&g).await }
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(60), peer.reached.notified())
+        .await
+        .expect("the second transaction never started");
+    // The crash: nothing after this point of the pass happens.
+    pass.abort();
+    assert!(pass.await.unwrap_err().is_cancelled());
+    let first = peer.script.taken.lock().unwrap().clone();
+    assert_eq!(first.len(), 1);
+    let (taken, other) = if first[0].rcpts == [y] {
+        (y, x)
+    } else {
+        (x, y)
+    };
+    assert_eq!(first[0].rcpts, [taken]);
+    assert_eq!(
+        invii(g.store.log().await.unwrap()),
+        [vec![taken.to_string()]]
+    );
+    let far = clock.now() + chrono::Duration::days(1);
+    let left = g.store.due_outbox(far, 10).await.unwrap();
+    assert_eq!(left[0].rcpts, [other]);
+
+    // The dead pass's lease holds: another pass now takes nothing.
+    peer.stall.store(false, Ordering::SeqCst);
+    assert_eq!(worker::outbox_pass(&g).await.unwrap(), 0);
+    clock.advance(worker::LEASE);
+    assert_eq!(worker::outbox_pass(&g).await.unwrap(), 1);
+    let all = peer.script.taken.lock().unwrap().clone();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1].rcpts, [other]);
+    assert_eq!(all[1].message, all[0].message, "the same message");
+    let offered = peer.script.offered.lock().unwrap().clone();
+    assert_eq!((offered.get(x), offered.get(y)), (Some(&1), Some(&1)));
+    assert_eq!(
+        invii(g.store.log().await.unwrap()),
+        [vec![taken.to_string()], vec![other.to_string()]]
+    );
+    assert!(g.store.due_outbox(far, 10).await.unwrap().is_empty());
+}

@@ -1233,7 +1233,13 @@ impl Session {
         }
         let from = sel.name.clone();
         let uids: Vec<i64> = idx.iter().map(|&i| sel.msgs[i].uid).collect();
-        let new = match self.cfg.store.copy_messages(&me, &from, &uids, &to).await {
+        // RFC 6851 §3.3: a MOVE copies and expunges in one store transaction, all or nothing.
+        let moved = if mv {
+            self.cfg.store.move_messages(&me, &from, &uids, &to).await
+        } else {
+            self.cfg.store.copy_messages(&me, &from, &uids, &to).await
+        };
+        let new = match moved {
             Ok(n) => n,
             Err(e) => return Ok(no(format!("[SERVERBUG] {e}"))),
         };
@@ -1257,9 +1263,6 @@ impl Session {
         if !code.is_empty() {
             self.send(format!("* OK {code}moved\r\n").as_bytes())
                 .await?;
-        }
-        if let Err(e) = self.cfg.store.delete_messages(&me, &from, &uids).await {
-            return Ok(no(format!("[SERVERBUG] {name}: copied, not removed: {e}")));
         }
         self.refresh().await?;
         Ok(ok(format!("{name} completed")))
