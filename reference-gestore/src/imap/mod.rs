@@ -3,11 +3,36 @@
 //! user↔provider traffic is protected): LOGINDISABLED before.
 //!
 //! Commands are decoded by imap-codec's `CommandCodec` and mapped to this server's commands
-//! ([`parse`]); responses are written here. Every session sees only the mailbox it logged in to.
+//! ([`parse`]); responses are imap-types values (`Greeting`, `Status`, `Data`, `Code`,
+//! `CommandContinuationRequest`, FETCH `MessageDataItem`s with `Envelope`/`BodyStructure`)
+//! serialised by imap-codec's `GreetingCodec`/`ResponseCodec` (`respond`): no response bytes
+//! are written by hand. Every session sees only the mailbox it logged in to.
 //!
 //! Extensions: UIDPLUS (RFC 4315), MOVE (RFC 6851), APPENDLIMIT (RFC 7889), LITERAL+ (RFC 7888).
 //! Failed logins are slowed down and end the session after a few ([`access::AuthThrottle`]); the
 //! literals of one command are bounded ([`AccessConfig::max_command_literals`]).
+//!
+//! # Why the session loop is not imap-next's `server::Server` (0.3.4)
+//!
+//! imap-next's sans-I/O server would drive the same codecs, and its AUTHENTICATE flow
+//! (`authenticate_continue`/`authenticate_finish`, `*` cancel), its IDLE flow (`idle_accept`,
+//! `IdleDoneReceived`) and `crlf_relaxed` fit. What does not fit, concretely:
+//! - Literal caps: it has one `max_literal_size` per literal and rejects a larger synchronising
+//!   literal with a fixed `BAD` text. This server bounds the sum of a command's literals
+//!   (`max_command_literals`), gives APPEND its own cap and answers it with `NO [TOOBIG]`
+//!   (RFC 7889 §4), and names the bound in the text; tests check these exact lines.
+//! - An over-long non-synchronising literal: imap-next keeps reading and discarding up to
+//!   `max_command_size` (default 25 MiB + 64 KiB); this server sends BYE and closes at once
+//!   (RFC 7888 §4), and its 64 KiB line bound excludes literal data.
+//! - STARTTLS: the server has no STARTTLS state. Dropping the plaintext it has buffered (the
+//!   STARTTLS injection rule, RFC 3501 §6.2.1) means building a new `Server`, and
+//!   `Server::new` always queues a greeting, which must not follow STARTTLS.
+//! - I/O: its `stream::Stream` wraps only a tokio `TcpStream` or `TlsStream<TcpStream>`; the
+//!   sessions here run over [`BoxIo`] (in-memory streams in tests, the access point's TLS),
+//!   so adopting it still needs an own byte pump around `enqueue_input`/`Io::Output`.
+//!
+//! Since the responses already are imap-types values, moving to imap-next later changes the
+//! read loop only (`read_command`, `idle`, `authenticate`), not what is sent.
 
 pub mod mime;
 pub mod parse;
@@ -1400,6 +1425,23 @@ mod tests {
             "* OK [COPYUID 1 1:3,5,7:8 4] x\r\n"
         );
         assert!(uid_set(&[]).is_none() && uid_set(&[0]).is_none());
+    }
+
+    #[test]
+    fn fetch_items_are_written_by_the_codec() {
+        // RFC 3501 §9 date-time has whole seconds: an APPEND's now() is cut, not refused.
+        let d = "2025-12-01T09:00:00.75Z".parse::<DateTime<Utc>>().unwrap();
+        let items = vec![
+            MessageDataItem::InternalDate(internal_date(d).unwrap()),
+            section_item(&Reply::Rfc822Header, None, b"A: b\r\n\r\n"),
+            section_item(&Reply::Body(None), Some(2), b"x\0y"),
+        ];
+        assert_eq!(
+            fetch_data(7, items),
+            b"* 7 FETCH (INTERNALDATE \"01-Dec-2025 09:00:00 +0000\" RFC822.HEADER {8}\r\nA: b\r\n\r\n BODY[]<2> {3}\r\nx\x80y)\r\n"
+        );
+        assert!(fetch_data(0, vec![MessageDataItem::Rfc822Size(1)]).is_empty());
+        assert!(fetch_data(1, vec![]).is_empty());
     }
 
     #[test]

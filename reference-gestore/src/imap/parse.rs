@@ -2,7 +2,7 @@
 //! `Command` into the commands this server implements ([`Cmd`]). imap-codec frames the input:
 //! it reports a literal announcement (`LiteralFound`) so the session can send the continuation
 //! request (RFC 3501 §7.5) or, for `{n+}`, read on at once (RFC 7888). Plus the sequence-set
-//! membership and string helpers the session uses.
+//! membership the session uses; responses are built in `respond`.
 
 use super::mime::Section;
 use super::{Item, Key, Reply};
