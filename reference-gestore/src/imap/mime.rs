@@ -2,7 +2,13 @@
 //! section addressing (RFC 3501 §6.4.5), ENVELOPE and BODYSTRUCTURE (RFC 3501 §7.4.2). The stored
 //! bytes are never changed (RFC 6109 §3.3); parsing is lenient and never fails.
 
-use super::parse::{nstring, string};
+use super::respond::{istring, nstring};
+use imap_codec::imap_types::body::{
+    BasicFields, Body, BodyStructure, Disposition, Language, Location, MultiPartExtensionData,
+    SinglePartExtensionData, SpecificFields,
+};
+use imap_codec::imap_types::core::{IString, NString, Vec1};
+use imap_codec::imap_types::envelope::{Address, Envelope};
 use mail_parser::HeaderValue;
 use mail_parser::parsers::MessageStream;
 
@@ -409,147 +415,169 @@ fn addresses(v: &str) -> Vec<(Option<String>, String, String)> {
         .collect()
 }
 
-fn address_list(out: &mut Vec<u8>, v: Option<&str>) {
-    let list = v.map(addresses).unwrap_or_default();
-    if list.is_empty() {
-        out.extend_from_slice(b"NIL");
-        return;
-    }
-    out.push(b'(');
-    for (name, m, h) in list {
-        out.push(b'(');
-        nstring(out, name.as_deref().map(str::as_bytes));
-        out.extend_from_slice(b" NIL ");
-        string(out, m.as_bytes());
-        out.push(b' ');
-        string(out, h.as_bytes());
-        out.push(b')');
-    }
-    out.push(b')');
+/// An address list of ENVELOPE: empty (NIL) when the field is missing or holds no address.
+fn address_list(v: Option<&str>) -> Vec<Address<'static>> {
+    v.map(addresses)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, m, h)| Address {
+            name: nstring(name.as_deref().map(str::as_bytes)),
+            adl: NString(None),
+            mailbox: nstring(Some(m.as_bytes())),
+            host: nstring(Some(h.as_bytes())),
+        })
+        .collect()
 }
 
 /// The ENVELOPE of a message (RFC 3501 §7.4.2).
-pub fn envelope(out: &mut Vec<u8>, m: &Part) {
+pub fn envelope(m: &Part) -> Envelope<'static> {
     let h = |n: &str| m.header(n);
-    out.push(b'(');
-    nstring(out, h("Date").map(str::as_bytes));
-    out.push(b' ');
-    nstring(out, h("Subject").map(str::as_bytes));
+    let field = |n: &str| nstring(h(n).map(str::as_bytes));
     let from = h("From");
-    for v in [
-        from,
-        h("Sender").or(from),
-        h("Reply-To").or(from),
-        h("To"),
-        h("Cc"),
-        h("Bcc"),
-    ] {
-        out.push(b' ');
-        address_list(out, v);
+    Envelope {
+        date: field("Date"),
+        subject: field("Subject"),
+        from: address_list(from),
+        // RFC 3501 §7.4.2: Sender and Reply-To default to From.
+        sender: address_list(h("Sender").or(from)),
+        reply_to: address_list(h("Reply-To").or(from)),
+        to: address_list(h("To")),
+        cc: address_list(h("Cc")),
+        bcc: address_list(h("Bcc")),
+        in_reply_to: field("In-Reply-To"),
+        message_id: field("Message-ID"),
     }
-    out.push(b' ');
-    nstring(out, h("In-Reply-To").map(str::as_bytes));
-    out.push(b' ');
-    nstring(out, h("Message-ID").map(str::as_bytes));
-    out.push(b')');
 }
 
-fn param_list(out: &mut Vec<u8>, params: &[(String, String)]) {
-    if params.is_empty() {
-        out.extend_from_slice(b"NIL");
-        return;
-    }
-    out.push(b'(');
-    for (i, (k, v)) in params.iter().enumerate() {
-        if i > 0 {
-            out.push(b' ');
-        }
-        string(out, k.to_ascii_uppercase().as_bytes());
-        out.push(b' ');
-        string(out, v.as_bytes());
-    }
-    out.push(b')');
+/// A string of BODYSTRUCTURE, upper case as this server has always sent them.
+fn upper(s: &str) -> IString<'static> {
+    istring(s.to_ascii_uppercase().as_bytes())
+}
+
+/// A parameter list: names upper case, values as written; empty is NIL.
+fn param_list(params: &[(String, String)]) -> Vec<(IString<'static>, IString<'static>)> {
+    params
+        .iter()
+        .map(|(k, v)| (upper(k), istring(v.as_bytes())))
+        .collect()
 }
 
 /// BODY (`extended` false) or BODYSTRUCTURE (`extended` true) of an entity (RFC 3501 §7.4.2).
-pub fn body_structure(out: &mut Vec<u8>, raw: &[u8], p: &Part, extended: bool) {
-    out.push(b'(');
+pub fn body_structure(raw: &[u8], p: &Part, extended: bool) -> BodyStructure<'static> {
+    // The extension data this server knows: disposition; no MD5, language or location.
+    let disposition = || {
+        Some(Disposition {
+            disposition: disposition(p),
+            tail: Some(Language {
+                language: vec![],
+                tail: Some(Location {
+                    location: NString(None),
+                    extensions: vec![],
+                }),
+            }),
+        })
+    };
     if p.ctype == "multipart" {
-        if p.children.is_empty() {
-            // A multipart without parts is shown as an empty text part, as IMAP needs one.
-            out.extend_from_slice(b"(\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 0 0)");
-        }
-        for c in &p.children {
-            body_structure(out, raw, c, extended);
-        }
-        out.push(b' ');
-        string(out, p.subtype.to_ascii_uppercase().as_bytes());
-        if extended {
-            out.push(b' ');
-            param_list(out, &p.params);
-            out.push(b' ');
-            disposition(out, p);
-            out.extend_from_slice(b" NIL NIL");
-        }
-    } else {
-        string(out, p.ctype.to_ascii_uppercase().as_bytes());
-        out.push(b' ');
-        string(out, p.subtype.to_ascii_uppercase().as_bytes());
-        out.push(b' ');
-        param_list(out, &p.params);
-        out.push(b' ');
-        nstring(out, p.header("Content-ID").map(str::as_bytes));
-        out.push(b' ');
-        nstring(out, p.header("Content-Description").map(str::as_bytes));
-        out.push(b' ');
-        let enc = p
-            .header("Content-Transfer-Encoding")
-            .unwrap_or("7bit")
-            .to_ascii_uppercase();
-        string(out, enc.as_bytes());
-        let body = &raw[p.body_start..p.end];
-        out.extend_from_slice(format!(" {}", body.len()).as_bytes());
-        let lines = body.iter().filter(|&&c| c == b'\n').count();
-        if let Some(m) = &p.message {
-            out.push(b' ');
-            envelope(out, m);
-            out.push(b' ');
-            body_structure(out, raw, m, extended);
-            out.extend_from_slice(format!(" {lines}").as_bytes());
-        } else if p.ctype == "text" {
-            out.extend_from_slice(format!(" {lines}").as_bytes());
-        }
-        if extended {
-            out.extend_from_slice(b" NIL ");
-            disposition(out, p);
-            out.extend_from_slice(b" NIL NIL");
-        }
+        let bodies: Vec<BodyStructure> = p
+            .children
+            .iter()
+            .map(|c| body_structure(raw, c, extended))
+            .collect();
+        // A multipart without parts is shown as an empty text part, as IMAP needs one.
+        let bodies = Vec1::try_from(bodies).unwrap_or_else(|_| Vec1::from(empty_text()));
+        return BodyStructure::Multi {
+            bodies,
+            subtype: upper(&p.subtype),
+            extension_data: extended.then(|| MultiPartExtensionData {
+                parameter_list: param_list(&p.params),
+                tail: disposition(),
+            }),
+        };
     }
-    out.push(b')');
+    let enc = p.header("Content-Transfer-Encoding").unwrap_or("7bit");
+    let body = &raw[p.body_start..p.end];
+    let lines = body.iter().filter(|&&c| c == b'\n').count();
+    let lines = u32::try_from(lines).unwrap_or(u32::MAX);
+    let basic = BasicFields {
+        parameter_list: param_list(&p.params),
+        id: nstring(p.header("Content-ID").map(str::as_bytes)),
+        description: nstring(p.header("Content-Description").map(str::as_bytes)),
+        content_transfer_encoding: upper(enc),
+        size: u32::try_from(body.len()).unwrap_or(u32::MAX),
+    };
+    let specific = match &p.message {
+        Some(m) => SpecificFields::Message {
+            envelope: Box::new(envelope(m)),
+            body_structure: Box::new(body_structure(raw, m, extended)),
+            number_of_lines: lines,
+        },
+        None if p.ctype == "text" => SpecificFields::Text {
+            subtype: upper(&p.subtype),
+            number_of_lines: lines,
+        },
+        None => SpecificFields::Basic {
+            r#type: upper(&p.ctype),
+            subtype: upper(&p.subtype),
+        },
+    };
+    BodyStructure::Single {
+        body: Body { basic, specific },
+        extension_data: extended.then(|| SinglePartExtensionData {
+            md5: NString(None),
+            tail: disposition(),
+        }),
+    }
 }
 
-fn disposition(out: &mut Vec<u8>, p: &Part) {
-    match p.header("Content-Disposition") {
-        None => out.extend_from_slice(b"NIL"),
-        Some(v) => {
-            let mut parts = split_params(v);
-            let kind = if parts.is_empty() {
-                "attachment".to_string()
-            } else {
-                parts.remove(0)
-            };
-            out.push(b'(');
-            string(out, kind.to_ascii_uppercase().as_bytes());
-            out.push(b' ');
-            param_list(out, &params_of(parts));
-            out.push(b')');
-        }
+/// `("TEXT" "PLAIN" NIL NIL NIL "7BIT" 0 0)`.
+fn empty_text() -> BodyStructure<'static> {
+    BodyStructure::Single {
+        body: Body {
+            basic: BasicFields {
+                parameter_list: vec![],
+                id: NString(None),
+                description: NString(None),
+                content_transfer_encoding: upper("7bit"),
+                size: 0,
+            },
+            specific: SpecificFields::Text {
+                subtype: upper("plain"),
+                number_of_lines: 0,
+            },
+        },
+        extension_data: None,
     }
+}
+
+/// The Content-Disposition (RFC 2183) as `body-fld-dsp`; none when the field is missing.
+type Dsp = Option<(IString<'static>, Vec<(IString<'static>, IString<'static>)>)>;
+
+fn disposition(p: &Part) -> Dsp {
+    let v = p.header("Content-Disposition")?;
+    let mut parts = split_params(v);
+    let kind = if parts.is_empty() {
+        "attachment".to_string()
+    } else {
+        parts.remove(0)
+    };
+    Some((upper(&kind), param_list(&params_of(parts))))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use imap_codec::imap_types::fetch::MessageDataItem;
+    use imap_codec::imap_types::response::Data;
+
+    /// One FETCH item as the codec writes it (without `* 1 FETCH (` and `)\r\n`).
+    fn wire(item: MessageDataItem<'static>) -> String {
+        let d = Data::Fetch {
+            seq: std::num::NonZeroU32::MIN,
+            items: Vec1::from(item),
+        };
+        let s = String::from_utf8(super::super::respond::data(d)).unwrap();
+        s["* 1 FETCH (".len()..s.len() - ")\r\n".len()].to_string()
+    }
 
     const MSG: &[u8] = b"From: \"Alice A\" <alice@pec.a.test>\r\nTo: bob@pec.b.test, Carol <carol@x.test>\r\nSubject: Prova\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\npreamble\r\n--b1\r\nContent-Type: text/plain\r\n\r\nciao\r\n--b1\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\ninner body\r\n--b1--\r\n";
 
@@ -587,20 +615,25 @@ mod tests {
     #[test]
     fn envelope_and_bodystructure_show_addresses_and_parts() {
         let root = Part::parse(MSG, 0, MSG.len(), 0);
-        let mut e = Vec::new();
-        envelope(&mut e, &root);
-        let e = String::from_utf8(e).unwrap();
-        assert!(e.starts_with("(NIL \"Prova\" ((\"Alice A\" NIL \"alice\" \"pec.a.test\"))"));
+        let e = wire(MessageDataItem::Envelope(envelope(&root)));
+        assert!(
+            e.starts_with("ENVELOPE (NIL \"Prova\" ((\"Alice A\" NIL \"alice\" \"pec.a.test\"))")
+        );
         assert!(
             e.contains("((NIL NIL \"bob\" \"pec.b.test\")(\"Carol\" NIL \"carol\" \"x.test\"))")
         );
-        let mut b = Vec::new();
-        body_structure(&mut b, MSG, &root, false);
-        let b = String::from_utf8(b).unwrap();
-        assert!(
-            b.starts_with("((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"us-ascii\") NIL NIL \"7BIT\" 4 0)")
-        );
+        let b = wire(MessageDataItem::Body(body_structure(MSG, &root, false)));
+        assert!(b.starts_with(
+            "BODY ((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"us-ascii\") NIL NIL \"7BIT\" 4 0)"
+        ));
         assert!(b.ends_with(" \"MIXED\")"), "{b}");
+        let b = wire(MessageDataItem::BodyStructure(body_structure(
+            MSG, &root, true,
+        )));
+        assert!(
+            b.ends_with(" \"MIXED\" (\"BOUNDARY\" \"b1\") NIL NIL NIL)"),
+            "{b}"
+        );
     }
 
     #[test]
@@ -612,9 +645,10 @@ mod tests {
             b"Content-Type: message/rfc822\r\n",
         ] {
             let root = Part::parse(raw, 0, raw.len(), 0);
-            let mut out = Vec::new();
-            body_structure(&mut out, raw, &root, true);
-            envelope(&mut out, &root);
+            wire(MessageDataItem::BodyStructure(body_structure(
+                raw, &root, true,
+            )));
+            wire(MessageDataItem::Envelope(envelope(&root)));
             for s in ["1", "1.2.3", "TEXT", "HEADER", "1.MIME"] {
                 Section::parse(s).unwrap().extract(raw, &root);
             }
@@ -635,9 +669,8 @@ mod tests {
             };
             m.extend(raw);
             let root = Part::parse(&m, 0, m.len(), 0);
-            let mut out = Vec::new();
-            body_structure(&mut out, &m, &root, true);
-            envelope(&mut out, &root);
+            wire(MessageDataItem::BodyStructure(body_structure(&m, &root, true)));
+            wire(MessageDataItem::Envelope(envelope(&root)));
             for s in ["1", "1.1", "2.MIME", "HEADER.FIELDS (A B)", "TEXT"] {
                 Section::parse(s).unwrap().extract(&m, &root);
             }

@@ -3,30 +3,71 @@
 //! user↔provider traffic is protected): LOGINDISABLED before.
 //!
 //! Commands are decoded by imap-codec's `CommandCodec` and mapped to this server's commands
-//! ([`parse`]); responses are written here. Every session sees only the mailbox it logged in to.
+//! ([`parse`]); responses are imap-types values (`Greeting`, `Status`, `Data`, `Code`,
+//! `CommandContinuationRequest`, FETCH `MessageDataItem`s with `Envelope`/`BodyStructure`)
+//! serialised by imap-codec's `GreetingCodec`/`ResponseCodec` (`respond`): no response bytes
+//! are written by hand. Every session sees only the mailbox it logged in to.
 //!
 //! Extensions: UIDPLUS (RFC 4315), MOVE (RFC 6851), APPENDLIMIT (RFC 7889), LITERAL+ (RFC 7888).
 //! Failed logins are slowed down and end the session after a few ([`access::AuthThrottle`]); the
 //! literals of one command are bounded ([`AccessConfig::max_command_literals`]).
+//!
+//! # Why the session loop is not imap-next's `server::Server` (0.3.4)
+//!
+//! imap-next's sans-I/O server would drive the same codecs, and its AUTHENTICATE flow
+//! (`authenticate_continue`/`authenticate_finish`, `*` cancel), its IDLE flow (`idle_accept`,
+//! `IdleDoneReceived`) and `crlf_relaxed` fit. What does not fit, concretely:
+//! - Literal caps: it has one `max_literal_size` per literal and rejects a larger synchronising
+//!   literal with a fixed `BAD` text. This server bounds the sum of a command's literals
+//!   (`max_command_literals`), gives APPEND its own cap and answers it with `NO [TOOBIG]`
+//!   (RFC 7889 §4), and names the bound in the text; tests check these exact lines.
+//! - An over-long non-synchronising literal: imap-next keeps reading and discarding up to
+//!   `max_command_size` (default 25 MiB + 64 KiB); this server sends BYE and closes at once
+//!   (RFC 7888 §4), and its 64 KiB line bound excludes literal data.
+//! - STARTTLS: the server has no STARTTLS state. Dropping the plaintext it has buffered (the
+//!   STARTTLS injection rule, RFC 3501 §6.2.1) means building a new `Server`, and
+//!   `Server::new` always queues a greeting, which must not follow STARTTLS.
+//! - I/O: its `stream::Stream` wraps only a tokio `TcpStream` or `TlsStream<TcpStream>`; the
+//!   sessions here run over [`BoxIo`] (in-memory streams in tests, the access point's TLS),
+//!   so adopting it still needs an own byte pump around `enqueue_input`/`Io::Output`.
+//!
+//! Since the responses already are imap-types values, moving to imap-next later changes the
+//! read loop only (`read_command`, `idle`, `authenticate`), not what is sent.
 
 pub mod mime;
 pub mod parse;
+mod respond;
 
 use crate::access::{self, AccessConfig, BoxIo, Login};
 use crate::store::{MessageMeta, Store, canonical_folder};
 use base64::Engine;
-use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
-use imap_codec::imap_types::flag::StoreType;
+use chrono::{DateTime, FixedOffset, NaiveDate, Timelike, Utc};
+use imap_codec::imap_types::auth::AuthMechanism;
+use imap_codec::imap_types::core::{Atom, Charset, NString, QuotedChar, Vec1};
+use imap_codec::imap_types::datetime::DateTime as ImapDateTime;
+use imap_codec::imap_types::extensions::uidplus::{UidElement, UidSet};
+use imap_codec::imap_types::fetch::{MessageDataItem, Section as CodecSection};
+use imap_codec::imap_types::flag::{Flag, FlagFetch, FlagNameAttribute, FlagPerm, StoreType};
+use imap_codec::imap_types::response::{Capability, Code, Data, StatusKind};
+use imap_codec::imap_types::status::StatusDataItem;
 use mime::{Part, Section};
-use parse::{Cmd, Frame, SeqSet, string};
+use parse::{Cmd, Frame, SeqSet};
+use respond::other;
 use std::collections::HashSet;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// The most octets of the lines of one command (without its literals).
 const MAX_LINE: u64 = 64 * 1024;
 /// The flags of RFC 3501 §2.3.2 this server knows.
-const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
+const SYSTEM_FLAGS: [Flag<'static>; 5] = [
+    Flag::Answered,
+    Flag::Flagged,
+    Flag::Deleted,
+    Flag::Seen,
+    Flag::Draft,
+];
 
 /// Runs one IMAP session over `io` until LOGOUT or the client goes away. `tls_active` says the
 /// stream is already TLS (implicit TLS listener).
@@ -40,15 +81,9 @@ pub async fn session(io: BoxIo, cfg: Arc<AccessConfig>, tls_active: bool) -> std
         auth_failures: 0,
         closing: false,
     };
-    let caps = s.capabilities();
-    s.send(
-        format!(
-            "* OK [CAPABILITY {caps}] {} IMAP4rev1 ready\r\n",
-            s.cfg.hostname
-        )
-        .as_bytes(),
-    )
-    .await?;
+    let caps = Code::Capability(s.capabilities());
+    let text = format!("{} IMAP4rev1 ready", s.cfg.hostname);
+    s.send(&respond::greeting(Some(caps), &text)).await?;
     s.run().await
 }
 
@@ -78,17 +113,38 @@ enum Flow {
     Logout,
 }
 
-/// A tagged response: `OK`, `NO` or `BAD` with text.
-struct Done(&'static str, String);
+/// A tagged response: `OK`, `NO` or `BAD`, with a response code and text (RFC 3501 §7.1).
+struct Done {
+    kind: StatusKind,
+    code: Option<Code<'static>>,
+    text: String,
+}
 
+fn done(kind: StatusKind, code: Option<Code<'static>>, t: impl Into<String>) -> Done {
+    Done {
+        kind,
+        code,
+        text: t.into(),
+    }
+}
 fn ok(t: impl Into<String>) -> Result<Done, Done> {
-    Ok(Done("OK", t.into()))
+    Ok(done(StatusKind::Ok, None, t))
+}
+fn ok_code(code: Code<'static>, t: impl Into<String>) -> Result<Done, Done> {
+    Ok(done(StatusKind::Ok, Some(code), t))
 }
 fn no(t: impl Into<String>) -> Result<Done, Done> {
-    Err(Done("NO", t.into()))
+    Err(done(StatusKind::No, None, t))
+}
+fn no_code(code: Code<'static>, t: impl Into<String>) -> Result<Done, Done> {
+    Err(done(StatusKind::No, Some(code), t))
+}
+/// NO with RFC 5530 SERVERBUG: the store failed.
+fn server_bug(e: impl std::fmt::Display) -> Result<Done, Done> {
+    no_code(other("SERVERBUG"), e.to_string())
 }
 fn bad(t: impl Into<String>) -> Done {
-    Done("BAD", t.into())
+    done(StatusKind::Bad, None, t)
 }
 
 /// The items of a FETCH (RFC 3501 §6.4.5).
@@ -104,9 +160,35 @@ enum Item {
     Section {
         peek: bool,
         section: Section,
-        label: String,
+        reply: Reply,
         partial: Option<(usize, usize)>,
     },
+}
+
+/// How the response names a section item (RFC 3501 §7.4.2): RFC822, RFC822.HEADER and
+/// RFC822.TEXT keep their names; BODY[section] repeats the section as the client wrote it.
+#[derive(Debug, Clone, PartialEq)]
+enum Reply {
+    Rfc822,
+    Rfc822Header,
+    Rfc822Text,
+    Body(Option<CodecSection<'static>>),
+}
+
+/// A section item of a FETCH response with its data, always a literal; `origin` for a partial
+/// (RFC 3501 §7.4.2 `BODY[section]<origin>`).
+fn section_item(reply: &Reply, origin: Option<u32>, data: &[u8]) -> MessageDataItem<'static> {
+    let data = NString(Some(respond::literal(data)));
+    match reply {
+        Reply::Rfc822 => MessageDataItem::Rfc822(data),
+        Reply::Rfc822Header => MessageDataItem::Rfc822Header(data),
+        Reply::Rfc822Text => MessageDataItem::Rfc822Text(data),
+        Reply::Body(section) => MessageDataItem::BodyExt {
+            section: section.clone(),
+            origin,
+            data,
+        },
+    }
 }
 
 impl Item {
@@ -205,37 +287,66 @@ fn matches(k: &Key, c: &Ctx) -> bool {
     }
 }
 
-/// The FLAGS of a message as this session sees them: `\Recent` added when it is recent here.
-fn flag_list(flags: &[String], recent: bool) -> String {
-    let mut v: Vec<&str> = flags.iter().map(String::as_str).collect();
-    if recent {
-        v.push("\\Recent");
+/// A stored flag as imap-types' `Flag`: `\Name` a system flag, anything else a keyword
+/// (RFC 3501 §2.3.2); `None` for a name that is not an atom.
+fn flag(f: &str) -> Option<Flag<'static>> {
+    match f.strip_prefix('\\') {
+        Some(name) => Atom::try_from(name.to_string()).ok().map(Flag::system),
+        None => Atom::try_from(f.to_string()).ok().map(Flag::keyword),
     }
-    format!("({})", v.join(" "))
 }
 
-/// A set of UIDs in ascending order as a `sequence-set` with ranges (RFC 4315 §3 `uid-set`).
-fn uid_set(uids: &[i64]) -> String {
-    let mut out: Vec<String> = Vec::new();
+/// The FLAGS of a message as this session sees them: `\Recent` added when it is recent here.
+fn flag_list(flags: &[String], recent: bool) -> Vec<FlagFetch<'static>> {
+    let mut v: Vec<FlagFetch> = flags
+        .iter()
+        .filter_map(|f| flag(f))
+        .map(FlagFetch::Flag)
+        .collect();
+    if recent {
+        v.push(FlagFetch::Recent);
+    }
+    v
+}
+
+/// A message number or UID as the grammar's `nz-number`; `None` for 0 or out of range.
+fn nz(n: impl TryInto<u32>) -> Option<NonZeroU32> {
+    n.try_into().ok().and_then(NonZeroU32::new)
+}
+
+/// `* n FETCH (items)` (RFC 3501 §7.4.2); nothing when there are no items.
+fn fetch_data(seq: usize, items: Vec<MessageDataItem<'static>>) -> Vec<u8> {
+    match (nz(seq), Vec1::try_from(items)) {
+        (Some(seq), Ok(items)) => respond::data(Data::Fetch { seq, items }),
+        _ => Vec::new(),
+    }
+}
+
+/// A set of UIDs in ascending order as a `uid-set` with ranges (RFC 4315 §3); `None` when
+/// empty.
+fn uid_set(uids: &[i64]) -> Option<UidSet> {
+    let mut out: Vec<UidElement> = Vec::new();
     let mut i = 0;
     while i < uids.len() {
         let mut j = i;
         while j + 1 < uids.len() && uids[j + 1] == uids[j] + 1 {
             j += 1;
         }
+        let (a, b) = (nz(uids[i])?, nz(uids[j])?);
         out.push(if i == j {
-            uids[i].to_string()
+            UidElement::Single(a)
         } else {
-            format!("{}:{}", uids[i], uids[j])
+            UidElement::Range(a, b)
         });
         i = j + 1;
     }
-    out.join(",")
+    Vec1::try_from(out).ok().map(UidSet)
 }
 
-fn internal_date(d: DateTime<Utc>) -> String {
-    // RFC 3501 §9 date-time.
-    d.format("\"%d-%b-%Y %H:%M:%S +0000\"").to_string()
+/// INTERNALDATE (RFC 3501 §9 `date-time`): whole seconds, in UTC.
+fn internal_date(d: DateTime<Utc>) -> Option<ImapDateTime> {
+    let d = d.with_nanosecond(0)?.fixed_offset();
+    ImapDateTime::try_from(d).ok()
 }
 
 /// Matches a folder name against a LIST pattern: `*` anything, `%` anything but the hierarchy
@@ -262,22 +373,29 @@ impl Session {
         &self.cfg.store
     }
 
-    fn capabilities(&self) -> String {
-        let mut c = vec!["IMAP4rev1"];
+    fn capabilities(&self) -> Vec1<Capability<'static>> {
+        let mut c = vec![Capability::Imap4Rev1];
         if !self.tls {
             if self.cfg.tls.is_some() {
-                c.push("STARTTLS");
+                c.push(Capability::StartTls);
             }
             // RFC 3501 §6.2.3: no plaintext passwords before TLS.
-            c.push("LOGINDISABLED");
+            c.push(Capability::LoginDisabled);
         } else if self.user.is_none() {
-            c.push("AUTH=PLAIN");
+            c.push(Capability::Auth(AuthMechanism::Plain));
         }
-        c.extend(["IDLE", "LITERAL+", "UIDPLUS", "MOVE"]);
-        // RFC 7889: the largest APPEND.
-        let limit = format!("APPENDLIMIT={}", self.cfg.max_append_size);
-        c.push(&limit);
-        c.join(" ")
+        c.extend([
+            Capability::Idle,
+            Capability::LiteralPlus,
+            Capability::UidPlus,
+            Capability::Move,
+        ]);
+        // RFC 7889: the largest APPEND (imap-types has no variant: an atom).
+        if let Ok(limit) = Capability::try_from(format!("APPENDLIMIT={}", self.cfg.max_append_size))
+        {
+            c.push(limit);
+        }
+        Vec1::try_from(c).unwrap_or_else(|_| Vec1::from(Capability::Imap4Rev1))
     }
 
     /// Reads one line (with its CRLF) of at most `max` octets into `buf`; false at end of input.
@@ -312,7 +430,7 @@ impl Session {
                 Ok(false) => return Ok(None),
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                     // The rest of an over-long line cannot be told from the next command.
-                    self.send(b"* BYE command line too long\r\n").await?;
+                    self.send(&respond::bye("command line too long")).await?;
                     return Ok(None);
                 }
                 Err(e) => return Err(e),
@@ -335,21 +453,23 @@ impl Session {
             // In APPEND a literal over APPENDLIMIT can only be the message (RFC 7889 §4).
             let too_big = append && u64::from(length) > self.cfg.max_append_size;
             if literals > cap || too_big {
-                let tag = parse::first_word(&buf).unwrap_or_else(|| "*".into());
+                let tag = parse::first_word(&buf);
                 let resp = if append {
                     // RFC 7889 §4 / RFC 4469 §5: TOOBIG.
-                    format!(
-                        "{tag} NO [TOOBIG] APPEND: the message exceeds the limit of {} octets\r\n",
+                    let text = format!(
+                        "APPEND: the message exceeds the limit of {} octets",
                         self.cfg.max_append_size
-                    )
+                    );
+                    respond::status(tag.as_deref(), StatusKind::No, Some(Code::TooBig), &text)
                 } else {
-                    format!("{tag} BAD the literals of this command exceed {cap} octets\r\n")
+                    let text = format!("the literals of this command exceed {cap} octets");
+                    respond::status(tag.as_deref(), StatusKind::Bad, None, &text)
                 };
-                self.send(resp.as_bytes()).await?;
+                self.send(&resp).await?;
                 if !sync {
                     // RFC 7888 §4: a non-synchronising literal is already on its way and cannot be
                     // skipped without reading it: the session ends.
-                    self.send(b"* BYE literal too large\r\n").await?;
+                    self.send(&respond::bye("literal too large")).await?;
                     return Ok(None);
                 }
                 // RFC 3501 §7.5: refused instead of the continuation; the client sends no more
@@ -360,7 +480,8 @@ impl Session {
             }
             if sync {
                 // RFC 3501 §7.5: the command continuation request.
-                self.send(b"+ Ready for literal data\r\n").await?;
+                self.send(&respond::continuation("Ready for literal data"))
+                    .await?;
             }
             let at = buf.len();
             buf.resize(at + length as usize, 0);
@@ -377,21 +498,22 @@ impl Session {
                 Frame::Command { tag, name, cmd } => (tag, name, cmd),
                 // RFC 3501 §7.1.3: BAD, tagged when the tag could be read.
                 Frame::Invalid { tag, reason } => {
-                    let tag = tag.unwrap_or_else(|| "*".into());
-                    self.send(format!("{tag} BAD {reason}\r\n").as_bytes())
-                        .await?;
+                    let r = respond::status(tag.as_deref(), StatusKind::Bad, None, &reason);
+                    self.send(&r).await?;
                     continue;
                 }
                 Frame::Literal { .. } => {
-                    self.send(b"* BAD unexpected literal\r\n").await?;
+                    let r = respond::status(None, StatusKind::Bad, None, "unexpected literal");
+                    self.send(&r).await?;
                     continue;
                 }
             };
             let cmd = match cmd {
                 Ok(c) => c,
                 Err(e) => {
-                    self.send(format!("{tag} BAD {name}: {e}\r\n").as_bytes())
-                        .await?;
+                    let text = format!("{name}: {e}");
+                    let r = respond::status(Some(&tag), StatusKind::Bad, None, &text);
+                    self.send(&r).await?;
                     continue;
                 }
             };
@@ -416,8 +538,7 @@ impl Session {
         let r = match cmd {
             Cmd::Capability => {
                 let c = self.capabilities();
-                self.send(format!("* CAPABILITY {c}\r\n").as_bytes())
-                    .await?;
+                self.send(&respond::data(Data::Capability(c))).await?;
                 ok("CAPABILITY completed")
             }
             Cmd::Check if self.sel.is_none() => Err(bad("no mailbox selected")),
@@ -426,9 +547,14 @@ impl Session {
                 ok(format!("{name} completed"))
             }
             Cmd::Logout => {
-                self.send(b"* BYE logging out\r\n").await?;
-                self.send(format!("{tag} OK LOGOUT completed\r\n").as_bytes())
-                    .await?;
+                let mut out = respond::bye("logging out");
+                out.extend(respond::status(
+                    Some(tag),
+                    StatusKind::Ok,
+                    None,
+                    "LOGOUT completed",
+                ));
+                self.send(&out).await?;
                 return Ok(Flow::Logout);
             }
             Cmd::StartTls => return self.starttls(tag).await,
@@ -474,29 +600,28 @@ impl Session {
         if uid_cmd && r.is_ok() {
             self.refresh().await?;
         }
-        let (Ok(Done(kind, text)) | Err(Done(kind, text))) = r;
+        let (Ok(Done { kind, code, text }) | Err(Done { kind, code, text })) = r;
+        let tagged = respond::status(Some(tag), kind, code, &text);
         if self.closing {
             // Too many failed logins: BYE first (RFC 3501 §7.1.5), then the tagged reply, then
             // the connection closes, as the SMTP access point does.
-            self.send(
-                format!("* BYE too many failed logins\r\n{tag} {kind} {text}\r\n").as_bytes(),
-            )
-            .await?;
+            let mut out = respond::bye("too many failed logins");
+            out.extend(tagged);
+            self.send(&out).await?;
             return Ok(Flow::Logout);
         }
-        self.send(format!("{tag} {kind} {text}\r\n").as_bytes())
-            .await?;
+        self.send(&tagged).await?;
         Ok(Flow::Continue)
     }
 
     async fn starttls(&mut self, tag: &str) -> std::io::Result<Flow> {
         let Some(tls) = self.cfg.tls.clone().filter(|_| !self.tls) else {
-            self.send(format!("{tag} BAD STARTTLS not available\r\n").as_bytes())
-                .await?;
+            let r = respond::status(Some(tag), StatusKind::Bad, None, "STARTTLS not available");
+            self.send(&r).await?;
             return Ok(Flow::Continue);
         };
-        self.send(format!("{tag} OK Begin TLS negotiation now\r\n").as_bytes())
-            .await?;
+        let r = respond::status(Some(tag), StatusKind::Ok, None, "Begin TLS negotiation now");
+        self.send(&r).await?;
         // Anything pipelined after STARTTLS is dropped with the buffer (RFC 3501 §6.2.1 / the
         // STARTTLS injection class of bugs).
         let (placeholder, _) = tokio::io::duplex(1);
@@ -510,20 +635,20 @@ impl Session {
     async fn do_login(&mut self, user: &str, pass: &str) -> Result<Done, Done> {
         if !self.tls {
             // RFC 3501 §6.2.3 LOGINDISABLED.
-            return no("[PRIVACYREQUIRED] login is only allowed over TLS");
+            return no_code(other("PRIVACYREQUIRED"), "login is only allowed over TLS");
         }
         match access::login(self.store(), user, pass).await {
             Login::Ok(address) => {
                 self.user = Some(address);
-                let c = self.capabilities();
-                ok(format!("[CAPABILITY {c}] logged in"))
+                ok_code(Code::Capability(self.capabilities()), "logged in")
             }
-            Login::Disabled => no("[AUTHENTICATIONFAILED] mailbox disabled"),
+            // RFC 5530 §3.
+            Login::Disabled => no_code(other("AUTHENTICATIONFAILED"), "mailbox disabled"),
             Login::Failed => {
                 // Slow down password guessing; end the session after too many.
                 let auth = self.cfg.auth;
                 self.closing = auth.fail(&mut self.auth_failures).await;
-                no("[AUTHENTICATIONFAILED] invalid credentials")
+                no_code(other("AUTHENTICATIONFAILED"), "invalid credentials")
             }
         }
     }
@@ -537,15 +662,16 @@ impl Session {
             return Ok(no("unsupported authentication mechanism"));
         }
         if !self.tls {
-            return Ok(no(
-                "[PRIVACYREQUIRED] authentication is only allowed over TLS",
+            return Ok(no_code(
+                other("PRIVACYREQUIRED"),
+                "authentication is only allowed over TLS",
             ));
         }
         // RFC 4959: imap-codec has decoded an initial response; otherwise ask for it.
         let dec = match initial {
             Some(d) => d,
             None => {
-                self.send(b"+ \r\n").await?;
+                self.send(&respond::empty_challenge()).await?;
                 let mut line = Vec::new();
                 if !self.read_line(&mut line, MAX_LINE).await? {
                     return Ok(Err(bad("connection closed")));
@@ -568,7 +694,10 @@ impl Session {
         };
         let (user, pass) = (String::from_utf8_lossy(user), String::from_utf8_lossy(pass));
         if !authz.is_empty() && !authz.eq_ignore_ascii_case(user.as_bytes()) {
-            return Ok(no("[AUTHORIZATIONFAILED] cannot act as another user"));
+            return Ok(no_code(
+                other("AUTHORIZATIONFAILED"),
+                "cannot act as another user",
+            ));
         }
         Ok(self.do_login(&user, &pass).await)
     }
@@ -600,25 +729,30 @@ impl Session {
             .claim_recent(&me, &f.name, f.uidvalidity, up_to)
             .await
         else {
-            return Ok(no("[SERVERBUG] cannot read the mailbox state"));
+            return Ok(server_bug("cannot read the mailbox state"));
         };
         let recent: HashSet<i64> = msgs.iter().map(|m| m.uid).filter(|&u| u > prev).collect();
-        let mut out = format!(
-            "* FLAGS ({SYSTEM_FLAGS})\r\n* OK [PERMANENTFLAGS ({SYSTEM_FLAGS} \\*)] flags\r\n* {} EXISTS\r\n* {} RECENT\r\n",
-            msgs.len(),
-            recent.len()
-        );
+        // RFC 3501 §6.3.1: FLAGS, PERMANENTFLAGS, EXISTS, RECENT, UNSEEN, UIDVALIDITY, UIDNEXT.
+        let mut out = respond::data(Data::Flags(SYSTEM_FLAGS.to_vec()));
+        let mut perm: Vec<FlagPerm> = SYSTEM_FLAGS.into_iter().map(FlagPerm::Flag).collect();
+        perm.push(FlagPerm::Asterisk);
+        out.extend(respond::untagged_ok(Code::PermanentFlags(perm), "flags"));
+        out.extend(respond::data(Data::Exists(msgs.len() as u32)));
+        out.extend(respond::data(Data::Recent(recent.len() as u32)));
         if let Some(i) = msgs
             .iter()
             .position(|m| !m.flags.iter().any(|f| f == "\\Seen"))
+            .and_then(|i| nz(i + 1))
         {
-            out += &format!("* OK [UNSEEN {}] first unseen\r\n", i + 1);
+            out.extend(respond::untagged_ok(Code::Unseen(i), "first unseen"));
         }
-        out += &format!(
-            "* OK [UIDVALIDITY {}] UIDs valid\r\n* OK [UIDNEXT {}] predicted next UID\r\n",
-            f.uidvalidity, f.uidnext
-        );
-        self.send(out.as_bytes()).await?;
+        if let Some(v) = nz(f.uidvalidity) {
+            out.extend(respond::untagged_ok(Code::UidValidity(v), "UIDs valid"));
+        }
+        if let Some(n) = nz(f.uidnext) {
+            out.extend(respond::untagged_ok(Code::UidNext(n), "predicted next UID"));
+        }
+        self.send(&out).await?;
         self.sel = Some(Selected {
             name: f.name,
             uidvalidity: f.uidvalidity,
@@ -626,11 +760,11 @@ impl Session {
             msgs,
             recent,
         });
-        Ok(ok(if read_only {
-            "[READ-ONLY] EXAMINE completed"
+        Ok(if read_only {
+            ok_code(Code::ReadOnly, "EXAMINE completed")
         } else {
-            "[READ-WRITE] SELECT completed"
-        }))
+            ok_code(Code::ReadWrite, "SELECT completed")
+        })
     }
 
     fn folder_arg(name: &str) -> Result<String, Done> {
@@ -648,8 +782,9 @@ impl Session {
         }
         match self.store().create_folder(self.me(), &name).await {
             Ok(true) => ok("CREATE completed"),
-            Ok(false) => no("[ALREADYEXISTS] mailbox exists"),
-            Err(e) => no(format!("[SERVERBUG] {e}")),
+            // RFC 5530 §3.
+            Ok(false) => no_code(other("ALREADYEXISTS"), "mailbox exists"),
+            Err(e) => server_bug(e),
         }
     }
 
@@ -663,8 +798,8 @@ impl Session {
         }
         match self.store().delete_folder(self.me(), &name).await {
             Ok(true) => ok("DELETE completed"),
-            Ok(false) => no("[NONEXISTENT] no such mailbox"),
-            Err(e) => no(format!("[SERVERBUG] {e}")),
+            Ok(false) => no_code(other("NONEXISTENT"), "no such mailbox"),
+            Err(e) => server_bug(e),
         }
     }
 
@@ -678,7 +813,7 @@ impl Session {
         match self.store().rename_folder(self.me(), &from, &to).await {
             Ok(true) => ok("RENAME completed"),
             Ok(false) => no("no such mailbox, or the new name exists"),
-            Err(e) => no(format!("[SERVERBUG] {e}")),
+            Err(e) => server_bug(e),
         }
     }
 
@@ -688,9 +823,26 @@ impl Session {
         pattern: &str,
         cmd: &str,
     ) -> std::io::Result<Result<Done, Done>> {
+        // RFC 3501 §7.2.2 / §7.2.3: LIST or LSUB data, `/` as the hierarchy delimiter.
+        let entry = |items: Vec<FlagNameAttribute<'static>>, name: &str| {
+            let (delimiter, mailbox) = (QuotedChar::try_from('/').ok(), respond::mailbox(name));
+            respond::data(if cmd == "LSUB" {
+                Data::Lsub {
+                    items,
+                    delimiter,
+                    mailbox,
+                }
+            } else {
+                Data::List {
+                    items,
+                    delimiter,
+                    mailbox,
+                }
+            })
+        };
         if pattern.is_empty() {
             // RFC 3501 §6.3.8: the hierarchy delimiter.
-            self.send(format!("* {cmd} (\\Noselect) \"/\" \"\"\r\n").as_bytes())
+            self.send(&entry(vec![FlagNameAttribute::Noselect], ""))
                 .await?;
             return Ok(ok(format!("{cmd} completed")));
         }
@@ -705,9 +857,7 @@ impl Session {
                 full.clone()
             };
             if wildcard(name_for_match.as_bytes(), f.name.as_bytes()) {
-                out.extend_from_slice(format!("* {cmd} () \"/\" ").as_bytes());
-                string(&mut out, f.name.as_bytes());
-                out.extend_from_slice(b"\r\n");
+                out.extend(entry(vec![], &f.name));
             }
         }
         self.send(&out).await?;
@@ -741,22 +891,24 @@ impl Session {
                 .unwrap_or_default();
             msgs.iter().filter(|m| m.uid > prev).count() as i64
         };
+        let count = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
         let mut parts = Vec::new();
         for &i in items {
-            let v = match i {
-                "MESSAGES" => f.messages,
-                "RECENT" => recent,
-                "UIDNEXT" => f.uidnext,
-                "UIDVALIDITY" => f.uidvalidity as i64,
-                "UNSEEN" => f.unseen,
+            // RFC 3501 §7.2.4; UIDNEXT and UIDVALIDITY are nz-numbers, never 0.
+            parts.extend(match i {
+                "MESSAGES" => Some(StatusDataItem::Messages(count(f.messages))),
+                "RECENT" => Some(StatusDataItem::Recent(count(recent))),
+                "UIDNEXT" => nz(f.uidnext).map(StatusDataItem::UidNext),
+                "UIDVALIDITY" => nz(f.uidvalidity).map(StatusDataItem::UidValidity),
+                "UNSEEN" => Some(StatusDataItem::Unseen(count(f.unseen))),
                 _ => return Ok(Err(bad(format!("unknown status item {i}")))),
-            };
-            parts.push(format!("{i} {v}"));
+            });
         }
-        let mut out = b"* STATUS ".to_vec();
-        string(&mut out, f.name.as_bytes());
-        out.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
-        self.send(&out).await?;
+        let status = Data::Status {
+            mailbox: respond::mailbox(&f.name),
+            items: parts.into(),
+        };
+        self.send(&respond::data(status)).await?;
         Ok(ok("STATUS completed"))
     }
 
@@ -773,27 +925,32 @@ impl Session {
         };
         if message.len() as u64 > self.cfg.max_append_size {
             // RFC 7889 §4: TOOBIG above APPENDLIMIT.
-            return Ok(no(format!(
-                "[TOOBIG] APPEND: the message exceeds the limit of {} octets",
-                self.cfg.max_append_size
-            )));
+            return Ok(no_code(
+                Code::TooBig,
+                format!(
+                    "APPEND: the message exceeds the limit of {} octets",
+                    self.cfg.max_append_size
+                ),
+            ));
         }
         let date = date.map_or_else(Utc::now, |d| d.with_timezone(&Utc));
         let me = self.me().to_string();
         let Ok(Some(folder)) = self.store().folder(&me, &name).await else {
             // RFC 3501 §6.3.11: TRYCREATE when the target does not exist.
-            return Ok(no("[TRYCREATE] no such mailbox"));
+            return Ok(no_code(Code::TryCreate, "no such mailbox"));
         };
         match self.store().append(&me, &name, message, &flags, date).await {
             Ok(uid) => {
                 self.refresh().await?;
                 // RFC 4315 §3: APPENDUID <uidvalidity> <uid>.
-                Ok(ok(format!(
-                    "[APPENDUID {} {uid}] APPEND completed",
-                    folder.uidvalidity
-                )))
+                Ok(match (nz(folder.uidvalidity), nz(uid)) {
+                    (Some(uid_validity), Some(uid)) => {
+                        ok_code(Code::AppendUid { uid_validity, uid }, "APPEND completed")
+                    }
+                    _ => ok("APPEND completed"),
+                })
             }
-            Err(e) => Ok(no(format!("[SERVERBUG] {e}"))),
+            Err(e) => Ok(server_bug(e)),
         }
     }
 
@@ -808,12 +965,14 @@ impl Session {
         let Ok(now) = self.cfg.store.messages(&me, &sel.name).await else {
             return Ok(());
         };
-        let mut out = String::new();
+        let mut out = Vec::new();
         let live: std::collections::HashMap<i64, &MessageMeta> =
             now.iter().map(|m| (m.uid, m)).collect();
         for i in (0..sel.msgs.len()).rev() {
             if !live.contains_key(&sel.msgs[i].uid) {
-                out += &format!("* {} EXPUNGE\r\n", i + 1);
+                if let Some(n) = nz(i + 1) {
+                    out.extend(respond::data(Data::Expunge(n)));
+                }
                 sel.msgs.remove(i);
             }
         }
@@ -823,12 +982,12 @@ impl Session {
                 && n.flags != m.flags
             {
                 m.flags = n.flags.clone();
-                out += &format!(
-                    "* {} FETCH (FLAGS {} UID {})\r\n",
-                    i + 1,
-                    flag_list(&m.flags, sel.recent.contains(&m.uid)),
-                    m.uid
-                );
+                let mut items = vec![MessageDataItem::Flags(flag_list(
+                    &m.flags,
+                    sel.recent.contains(&m.uid),
+                ))];
+                items.extend(nz(m.uid).map(MessageDataItem::Uid));
+                out.extend(fetch_data(i + 1, items));
             }
         }
         let last = sel.msgs.last().map_or(0, |m| m.uid);
@@ -851,14 +1010,11 @@ impl Session {
                     .map(|m| m.uid)
                     .filter(|&u| u > prev),
             );
-            out += &format!(
-                "* {} EXISTS\r\n* {} RECENT\r\n",
-                sel.msgs.len(),
-                sel.recent.len()
-            );
+            out.extend(respond::data(Data::Exists(sel.msgs.len() as u32)));
+            out.extend(respond::data(Data::Recent(sel.recent.len() as u32)));
         }
         if !out.is_empty() {
-            self.send(out.as_bytes()).await?;
+            self.send(&out).await?;
         }
         Ok(())
     }
@@ -867,7 +1023,7 @@ impl Session {
         let mut changes = self.store().changes();
         changes.borrow_and_update();
         self.refresh().await?;
-        self.send(b"+ idling\r\n").await?;
+        self.send(&respond::continuation("idling")).await?;
         let mut line = Vec::new();
         loop {
             enum Ev {
@@ -887,7 +1043,8 @@ impl Session {
                 Ev::Read(r) => {
                     let n = r?;
                     if line.len() as u64 > MAX_LINE {
-                        self.send(b"* BYE line too long during IDLE\r\n").await?;
+                        self.send(&respond::bye("line too long during IDLE"))
+                            .await?;
                         return Ok(Flow::Logout);
                     }
                     if n == 0 {
@@ -898,11 +1055,11 @@ impl Session {
                     }
                     // RFC 2177: DONE ends the IDLE.
                     let resp = if line.trim_ascii().eq_ignore_ascii_case(b"DONE") {
-                        format!("{tag} OK IDLE terminated\r\n")
+                        respond::status(Some(tag), StatusKind::Ok, None, "IDLE terminated")
                     } else {
-                        format!("{tag} BAD expected DONE\r\n")
+                        respond::status(Some(tag), StatusKind::Bad, None, "expected DONE")
                     };
-                    self.send(resp.as_bytes()).await?;
+                    self.send(&resp).await?;
                     return Ok(Flow::Continue);
                 }
                 Ev::Changed(true) => self.refresh().await?,
@@ -928,7 +1085,7 @@ impl Session {
                 .delete_messages(self.me(), &sel.name, &uids)
                 .await
             {
-                return no(format!("[SERVERBUG] {e}"));
+                return server_bug(e);
             }
         }
         ok("CLOSE completed")
@@ -958,7 +1115,7 @@ impl Session {
             .map(|m| m.uid)
             .collect();
         if let Err(e) = self.cfg.store.delete_messages(&me, &sel.name, &uids).await {
-            return Ok(no(format!("[SERVERBUG] {e}")));
+            return Ok(server_bug(e));
         }
         self.refresh().await?;
         Ok(ok("EXPUNGE completed"))
@@ -993,7 +1150,11 @@ impl Session {
             && !["US-ASCII", "UTF-8"].contains(&cs.to_ascii_uppercase().as_str())
         {
             // RFC 3501 §6.4.4.
-            return Ok(no("[BADCHARSET (US-ASCII UTF-8)] unsupported charset"));
+            let allowed = ["US-ASCII", "UTF-8"]
+                .into_iter()
+                .filter_map(|c| Atom::try_from(c).ok().map(Charset::Atom))
+                .collect();
+            return Ok(no_code(Code::BadCharset { allowed }, "unsupported charset"));
         }
         let me = self.me().to_string();
         let Some(sel) = self.sel.as_ref() else {
@@ -1024,15 +1185,11 @@ impl Session {
                 part: part.as_ref(),
             };
             if matches(key, &c) {
-                hits.push(if uid { m.uid } else { i as i64 + 1 });
+                hits.extend(if uid { nz(m.uid) } else { nz(i + 1) });
             }
         }
-        let mut out = String::from("* SEARCH");
-        for h in hits {
-            out += &format!(" {h}");
-        }
-        out += "\r\n";
-        self.send(out.as_bytes()).await?;
+        // RFC 3501 §7.2.5.
+        self.send(&respond::data(Data::Search(hits))).await?;
         Ok(ok("SEARCH completed"))
     }
 
@@ -1082,67 +1239,50 @@ impl Session {
                 Vec::new()
             };
             let root = need_raw.then(|| Part::parse(&raw, 0, raw.len(), 0));
-            let mut out = format!("* {} FETCH (", i + 1).into_bytes();
-            let mut first = true;
             let mut all = items.clone();
             if flags_changed && !all.contains(&Item::Flags) {
                 all.push(Item::Flags);
             }
+            let mut out = Vec::new();
             for it in &all {
-                if !first {
-                    out.push(b' ');
-                }
-                first = false;
-                match it {
-                    Item::Flags => out.extend_from_slice(
-                        format!("FLAGS {}", flag_list(&m.flags, recent)).as_bytes(),
-                    ),
-                    Item::Uid => out.extend_from_slice(format!("UID {}", m.uid).as_bytes()),
-                    Item::Size => {
-                        out.extend_from_slice(format!("RFC822.SIZE {}", m.size).as_bytes())
+                out.extend(match it {
+                    Item::Flags => Some(MessageDataItem::Flags(flag_list(&m.flags, recent))),
+                    Item::Uid => nz(m.uid).map(MessageDataItem::Uid),
+                    Item::Size => Some(MessageDataItem::Rfc822Size(
+                        u32::try_from(m.size).unwrap_or(u32::MAX),
+                    )),
+                    Item::InternalDate => {
+                        internal_date(m.internal_date).map(MessageDataItem::InternalDate)
                     }
-                    Item::InternalDate => out.extend_from_slice(
-                        format!("INTERNALDATE {}", internal_date(m.internal_date)).as_bytes(),
-                    ),
-                    Item::Envelope => {
-                        out.extend_from_slice(b"ENVELOPE ");
-                        if let Some(r) = &root {
-                            mime::envelope(&mut out, r);
-                        }
-                    }
-                    Item::Body | Item::BodyStructure => {
-                        let ext = *it == Item::BodyStructure;
-                        out.extend_from_slice(if ext { b"BODYSTRUCTURE " } else { b"BODY " });
-                        if let Some(r) = &root {
-                            mime::body_structure(&mut out, &raw, r, ext);
-                        }
-                    }
+                    Item::Envelope => root
+                        .as_ref()
+                        .map(|r| MessageDataItem::Envelope(mime::envelope(r))),
+                    Item::Body => root
+                        .as_ref()
+                        .map(|r| MessageDataItem::Body(mime::body_structure(&raw, r, false))),
+                    Item::BodyStructure => root.as_ref().map(|r| {
+                        MessageDataItem::BodyStructure(mime::body_structure(&raw, r, true))
+                    }),
                     Item::Section {
                         section,
-                        label,
+                        reply,
                         partial,
                         ..
-                    } => {
-                        let Some(r) = &root else { continue };
+                    } => root.as_ref().map(|r| {
                         let data = section.extract(&raw, r);
                         match partial {
-                            None => {
-                                out.extend_from_slice(label.as_bytes());
-                                out.push(b' ');
-                                literal(&mut out, &data);
-                            }
+                            None => section_item(reply, None, &data),
                             Some((o, n)) => {
                                 let s = (*o).min(data.len());
                                 let e = o.saturating_add(*n).min(data.len());
-                                out.extend_from_slice(format!("{label}<{o}> ").as_bytes());
-                                literal(&mut out, &data[s..e]);
+                                let origin = u32::try_from(*o).unwrap_or(u32::MAX);
+                                section_item(reply, Some(origin), &data[s..e])
                             }
                         }
-                    }
-                }
+                    }),
+                });
             }
-            out.extend_from_slice(b")\r\n");
-            self.send(&out).await?;
+            self.send(&fetch_data(i + 1, out)).await?;
         }
         Ok(ok("FETCH completed"))
     }
@@ -1166,7 +1306,7 @@ impl Session {
         if sel.read_only {
             return Ok(no("mailbox is read-only"));
         }
-        let mut out = String::new();
+        let mut out = Vec::new();
         for i in idx {
             let m = &mut sel.msgs[i];
             let recent = sel.recent.contains(&m.uid);
@@ -1187,19 +1327,20 @@ impl Session {
             new.dedup();
             if new != m.flags {
                 if let Err(e) = self.cfg.store.set_flags(&me, &sel.name, m.uid, &new).await {
-                    return Ok(no(format!("[SERVERBUG] {e}")));
+                    return Ok(server_bug(e));
                 }
                 m.flags = new;
             }
             if !silent {
-                out += &format!("* {} FETCH (FLAGS {}", i + 1, flag_list(&m.flags, recent));
+                // RFC 3501 §6.4.6: the new flags; UID STORE adds the UID (§6.4.8).
+                let mut items = vec![MessageDataItem::Flags(flag_list(&m.flags, recent))];
                 if uid {
-                    out += &format!(" UID {}", m.uid);
+                    items.extend(nz(m.uid).map(MessageDataItem::Uid));
                 }
-                out += ")\r\n";
+                out.extend(fetch_data(i + 1, items));
             }
         }
-        self.send(out.as_bytes()).await?;
+        self.send(&out).await?;
         Ok(ok("STORE completed"))
     }
 
@@ -1223,7 +1364,7 @@ impl Session {
         };
         let me = self.me().to_string();
         let Ok(Some(dest)) = self.store().folder(&me, &to).await else {
-            return Ok(no("[TRYCREATE] no such mailbox"));
+            return Ok(no_code(Code::TryCreate, "no such mailbox"));
         };
         let Some(sel) = self.sel.as_ref() else {
             return Ok(Err(bad("no mailbox selected")));
@@ -1241,37 +1382,31 @@ impl Session {
         };
         let new = match moved {
             Ok(n) => n,
-            Err(e) => return Ok(no(format!("[SERVERBUG] {e}"))),
+            Err(e) => return Ok(server_bug(e)),
         };
         // RFC 4315 §3: COPYUID <uidvalidity> <source uids> <destination uids>, in the same order;
         // none when nothing was copied, or when a message vanished meanwhile and the pairs are
         // unknown.
-        let code = if !uids.is_empty() && new.len() == uids.len() {
-            format!(
-                "[COPYUID {} {} {}] ",
-                dest.uidvalidity,
-                uid_set(&uids),
-                uid_set(&new)
-            )
-        } else {
-            String::new()
+        let code = match (nz(dest.uidvalidity), uid_set(&uids), uid_set(&new)) {
+            (Some(uid_validity), Some(source), Some(destination)) if new.len() == uids.len() => {
+                Some(Code::CopyUid {
+                    uid_validity,
+                    source,
+                    destination,
+                })
+            }
+            _ => None,
         };
         if !mv {
-            return Ok(ok(format!("{code}COPY completed")));
+            return Ok(Ok(done(StatusKind::Ok, code, "COPY completed")));
         }
         // RFC 6851 §4.3: COPYUID in an untagged OK before the EXPUNGE responses.
-        if !code.is_empty() {
-            self.send(format!("* OK {code}moved\r\n").as_bytes())
-                .await?;
+        if let Some(code) = code {
+            self.send(&respond::untagged_ok(code, "moved")).await?;
         }
         self.refresh().await?;
         Ok(ok(format!("{name} completed")))
     }
-}
-
-fn literal(out: &mut Vec<u8>, data: &[u8]) {
-    out.extend_from_slice(format!("{{{}}}\r\n", data.len()).as_bytes());
-    out.extend_from_slice(data);
 }
 
 #[cfg(test)]
@@ -1280,15 +1415,49 @@ mod tests {
 
     #[test]
     fn uid_sets_collapse_runs_in_order() {
-        assert_eq!(uid_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
-        assert_eq!(uid_set(&[4]), "4");
-        assert_eq!(uid_set(&[]), "");
+        let copyuid = |s: &[i64], d: &[i64]| {
+            let code = Code::CopyUid {
+                uid_validity: NonZeroU32::MIN,
+                source: uid_set(s).unwrap(),
+                destination: uid_set(d).unwrap(),
+            };
+            String::from_utf8(respond::untagged_ok(code, "x")).unwrap()
+        };
+        assert_eq!(
+            copyuid(&[1, 2, 3, 5, 7, 8], &[4]),
+            "* OK [COPYUID 1 1:3,5,7:8 4] x\r\n"
+        );
+        assert!(uid_set(&[]).is_none() && uid_set(&[0]).is_none());
+    }
+
+    #[test]
+    fn fetch_items_are_written_by_the_codec() {
+        // RFC 3501 §9 date-time has whole seconds: an APPEND's now() is cut, not refused.
+        let d = "2025-12-01T09:00:00.75Z".parse::<DateTime<Utc>>().unwrap();
+        let items = vec![
+            MessageDataItem::InternalDate(internal_date(d).unwrap()),
+            section_item(&Reply::Rfc822Header, None, b"A: b\r\n\r\n"),
+            section_item(&Reply::Body(None), Some(2), b"x\0y"),
+        ];
+        assert_eq!(
+            fetch_data(7, items),
+            b"* 7 FETCH (INTERNALDATE \"01-Dec-2025 09:00:00 +0000\" RFC822.HEADER {8}\r\nA: b\r\n\r\n BODY[]<2> {3}\r\nx\x80y)\r\n"
+        );
+        assert!(fetch_data(0, vec![MessageDataItem::Rfc822Size(1)]).is_empty());
+        assert!(fetch_data(1, vec![]).is_empty());
     }
 
     #[test]
     fn recent_is_shown_and_searched_per_session() {
-        assert_eq!(flag_list(&["\\Seen".into()], true), "(\\Seen \\Recent)");
-        assert_eq!(flag_list(&[], false), "()");
+        let fetch = |flags: &[String], recent| {
+            let items = vec![MessageDataItem::Flags(flag_list(flags, recent))];
+            String::from_utf8(fetch_data(3, items)).unwrap()
+        };
+        assert_eq!(
+            fetch(&["\\Seen".into(), "$Etichetta".into()], true),
+            "* 3 FETCH (FLAGS (\\Seen $Etichetta \\Recent))\r\n"
+        );
+        assert_eq!(fetch(&[], false), "* 3 FETCH (FLAGS ())\r\n");
         let m = MessageMeta {
             uid: 1,
             flags: vec![],

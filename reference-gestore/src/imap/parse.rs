@@ -2,15 +2,15 @@
 //! `Command` into the commands this server implements ([`Cmd`]). imap-codec frames the input:
 //! it reports a literal announcement (`LiteralFound`) so the session can send the continuation
 //! request (RFC 3501 §7.5) or, for `{n+}`, read on at once (RFC 7888). Plus the sequence-set
-//! membership and string helpers the session uses.
+//! membership the session uses; responses are built in `respond`.
 
 use super::mime::Section;
-use super::{Item, Key};
+use super::{Item, Key, Reply};
 use chrono::{DateTime, FixedOffset};
 use imap_codec::CommandCodec;
 use imap_codec::decode::{CommandDecodeError, Decoder};
 use imap_codec::imap_types::command::{Command, CommandBody};
-use imap_codec::imap_types::core::{AString, LiteralMode};
+use imap_codec::imap_types::core::{AString, LiteralMode, Vec1};
 use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
 use imap_codec::imap_types::fetch::{
     MacroOrMessageDataItemNames, MessageDataItemName, Section as CodecSection,
@@ -386,14 +386,14 @@ fn map(body: CommandBody) -> Result<Cmd, String> {
 
 /// One FETCH item (RFC 3501 §6.4.5).
 fn fetch_item(i: &MessageDataItemName) -> Result<Item, String> {
-    let section = |peek: bool, text: &str, label: &str| Item::Section {
+    let section = |peek: bool, text: &str, reply: Reply| Item::Section {
         peek,
         section: Section {
             path: vec![],
             text: text.into(),
             fields: vec![],
         },
-        label: label.into(),
+        reply,
         partial: None,
     };
     Ok(match i {
@@ -406,21 +406,21 @@ fn fetch_item(i: &MessageDataItemName) -> Result<Item, String> {
         MessageDataItemName::BodyStructure => Item::BodyStructure,
         // RFC 3501 §6.4.5: RFC822 = BODY[], RFC822.HEADER = BODY.PEEK[HEADER],
         // RFC822.TEXT = BODY[TEXT]; the response keeps the RFC822 name.
-        MessageDataItemName::Rfc822 => section(false, "", "RFC822"),
-        MessageDataItemName::Rfc822Header => section(true, "HEADER", "RFC822.HEADER"),
-        MessageDataItemName::Rfc822Text => section(false, "TEXT", "RFC822.TEXT"),
+        MessageDataItemName::Rfc822 => section(false, "", Reply::Rfc822),
+        MessageDataItemName::Rfc822Header => section(true, "HEADER", Reply::Rfc822Header),
+        MessageDataItemName::Rfc822Text => section(false, "TEXT", Reply::Rfc822Text),
         MessageDataItemName::BodyExt {
             section,
             partial,
             peek,
         } => {
-            let (section, spec) = body_section(section.as_ref());
+            let reply = Reply::Body(section.as_ref().map(owned_section).transpose()?);
             Item::Section {
                 peek: *peek,
-                section,
+                section: body_section(section.as_ref()),
                 // The response names the section without PEEK and with only the origin of a
                 // partial (RFC 3501 §7.4.2).
-                label: format!("BODY[{spec}]"),
+                reply,
                 partial: partial.map(|(o, n)| (o as usize, n.get() as usize)),
             }
         }
@@ -428,8 +428,31 @@ fn fetch_item(i: &MessageDataItemName) -> Result<Item, String> {
     })
 }
 
-/// A `section` (RFC 3501 §9) as [`Section`], and its text for the response.
-fn body_section(s: Option<&CodecSection>) -> (Section, String) {
+/// The decoded `section` as an owned value, for the response to name it as the client did
+/// (RFC 3501 §7.4.2 `BODY[section]`).
+fn owned_section(s: &CodecSection) -> Result<CodecSection<'static>, String> {
+    let fields = |f: &Vec1<AString>| {
+        let v = f
+            .as_ref()
+            .iter()
+            .map(|a| AString::try_from(a.as_ref().to_vec()))
+            .collect::<Result<Vec<_>, _>>();
+        v.ok()
+            .and_then(|v| Vec1::try_from(v).ok())
+            .ok_or_else(|| "header field names not usable".to_string())
+    };
+    Ok(match s {
+        CodecSection::Part(p) => CodecSection::Part(p.clone()),
+        CodecSection::Header(p) => CodecSection::Header(p.clone()),
+        CodecSection::HeaderFields(p, f) => CodecSection::HeaderFields(p.clone(), fields(f)?),
+        CodecSection::HeaderFieldsNot(p, f) => CodecSection::HeaderFieldsNot(p.clone(), fields(f)?),
+        CodecSection::Text(p) => CodecSection::Text(p.clone()),
+        CodecSection::Mime(p) => CodecSection::Mime(p.clone()),
+    })
+}
+
+/// A `section` (RFC 3501 §9) as [`Section`].
+fn body_section(s: Option<&CodecSection>) -> Section {
     let part = |p: &imap_codec::imap_types::fetch::Part| -> Vec<usize> {
         p.0.as_ref().iter().map(|n| n.get() as usize).collect()
     };
@@ -452,20 +475,11 @@ fn body_section(s: Option<&CodecSection>) -> (Section, String) {
         Some(CodecSection::Text(p)) => (p.as_ref().map(part).unwrap_or_default(), "TEXT", vec![]),
         Some(CodecSection::Mime(p)) => (part(p), "MIME", vec![]),
     };
-    let mut spec: Vec<String> = path.iter().map(usize::to_string).collect();
-    if !text.is_empty() {
-        spec.push(text.into());
-    }
-    let mut spec = spec.join(".");
-    if !fields.is_empty() {
-        spec += &format!(" ({})", fields.join(" "));
-    }
-    let section = Section {
+    Section {
         path,
         text: text.into(),
         fields: fields.iter().map(|f| f.to_ascii_uppercase()).collect(),
-    };
-    (section, spec)
+    }
 }
 
 /// One SEARCH key (RFC 3501 §6.4.4).
@@ -551,35 +565,17 @@ impl SeqSet {
     }
 }
 
-/// A string for a response: quoted when it is plain printable ASCII, a literal otherwise
-/// (RFC 3501 §4.3).
-pub fn string(out: &mut Vec<u8>, s: &[u8]) {
-    if s.len() < 1000 && s.iter().all(|&c| (0x20..0x7f).contains(&c)) {
-        out.push(b'"');
-        for &c in s {
-            if c == b'"' || c == b'\\' {
-                out.push(b'\\');
-            }
-            out.push(c);
-        }
-        out.push(b'"');
-    } else {
-        out.extend_from_slice(format!("{{{}}}\r\n", s.len()).as_bytes());
-        out.extend_from_slice(s);
-    }
-}
-
-/// An nstring: NIL or [`string`].
-pub fn nstring(out: &mut Vec<u8>, s: Option<&[u8]>) {
-    match s {
-        Some(s) => string(out, s),
-        None => out.extend_from_slice(b"NIL"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// How a FETCH response names a section item: the encoded item before its data.
+    fn label(reply: &Reply) -> String {
+        let item = super::super::section_item(reply, None, b"");
+        let wire = super::super::fetch_data(1, vec![item]);
+        let s = String::from_utf8(wire).unwrap();
+        s["* 1 FETCH (".len()..s.len() - " {0}\r\n)\r\n".len()].to_string()
+    }
 
     fn command(input: &[u8]) -> (String, &'static str, Cmd) {
         match frame(input) {
@@ -602,7 +598,7 @@ mod tests {
         let Item::Section {
             peek,
             section,
-            label,
+            reply,
             partial,
         } = &items[1]
         else {
@@ -611,22 +607,22 @@ mod tests {
         assert!(*peek);
         assert_eq!(section.text, "HEADER.FIELDS");
         assert_eq!(section.fields, ["FROM", "TO"]);
-        assert_eq!(label, "BODY[HEADER.FIELDS (From TO)]");
+        assert_eq!(label(reply), "BODY[HEADER.FIELDS (From TO)]");
         assert_eq!(*partial, Some((0, 10)));
         let (_, _, cmd) = command(b"a2 UID FETCH 5 (BODY[2.1.MIME] RFC822.HEADER)\r\n");
         let Cmd::Fetch { uid, items, .. } = cmd else {
             panic!("{cmd:?}")
         };
         assert!(uid);
-        let Item::Section { section, label, .. } = &items[0] else {
+        let Item::Section { section, reply, .. } = &items[0] else {
             panic!("{items:?}")
         };
         assert_eq!(
-            (section.path.as_slice(), label.as_str()),
+            (section.path.as_slice(), label(reply).as_str()),
             (&[2, 1][..], "BODY[2.1.MIME]")
         );
         assert!(
-            matches!(&items[1], Item::Section { peek: true, label, .. } if label == "RFC822.HEADER")
+            matches!(&items[1], Item::Section { peek: true, reply, .. } if label(reply) == "RFC822.HEADER")
         );
         // The FAST macro expands (RFC 3501 §6.4.5).
         let (_, _, cmd) = command(b"a3 FETCH 2 FAST\r\n");
