@@ -1611,32 +1611,7 @@ impl Store for SqlStore {
         uids: &[i64],
         to: &str,
     ) -> Result<Vec<i64>, StoreError> {
-        let (from, to) = (canonical_folder(from), canonical_folder(to));
-        let mut tx = self.begin().await?;
-        let mut out = Vec::new();
-        for uid in uids {
-            let new = take_uid(&mut tx, mailbox, &to, now_ms()).await?;
-            let r = sqlx::query(
-                "INSERT INTO mailbox_messages
-                 (mailbox, folder, uid, kind, message_id, raw, size, internal_date, flags)
-                 SELECT mailbox, $1, $2, kind, message_id, raw, size, internal_date, flags
-                 FROM mailbox_messages WHERE mailbox = $3 AND folder = $4 AND uid = $5",
-            )
-            .bind(&to)
-            .bind(new)
-            .bind(mailbox)
-            .bind(&from)
-            .bind(uid)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("copy"))?;
-            if r.rows_affected() == 1 {
-                out.push(new);
-            }
-        }
-        tx.commit().await.map_err(db("commit"))?;
-        self.changed();
-        Ok(out)
+        self.transfer(mailbox, from, uids, to, false).await
     }
 
     async fn append(
@@ -1788,8 +1763,24 @@ impl Store for SqlStore {
         uids: &[i64],
         to: &str,
     ) -> Result<Vec<i64>, StoreError> {
+        self.transfer(mailbox, from, uids, to, true).await
+    }
+}
+
+impl SqlStore {
+    /// COPY (RFC 3501 §6.4.7), or with `remove` MOVE (RFC 6851 §3.3: the copy and the expunge are
+    /// one transaction; an error rolls both back). Returns the new UIDs of the messages found, in
+    /// order; a UID not in `from` is skipped.
+    async fn transfer(
+        &self,
+        mailbox: &str,
+        from: &str,
+        uids: &[i64],
+        to: &str,
+        remove: bool,
+    ) -> Result<Vec<i64>, StoreError> {
+        let what = if remove { "move" } else { "copy" };
         let (from, to) = (canonical_folder(from), canonical_folder(to));
-        // RFC 6851 §3.3: the copy and the expunge are one transaction; an error rolls both back.
         let mut tx = self.begin().await?;
         let mut out = Vec::new();
         for uid in uids {
@@ -1807,19 +1798,21 @@ impl Store for SqlStore {
             .bind(uid)
             .execute(&mut *tx)
             .await
-            .map_err(db("move"))?;
+            .map_err(db(what))?;
             if r.rows_affected() == 0 {
                 continue;
             }
-            sqlx::query(
-                "DELETE FROM mailbox_messages WHERE mailbox = $1 AND folder = $2 AND uid = $3",
-            )
-            .bind(mailbox)
-            .bind(&from)
-            .bind(uid)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("move"))?;
+            if remove {
+                sqlx::query(
+                    "DELETE FROM mailbox_messages WHERE mailbox = $1 AND folder = $2 AND uid = $3",
+                )
+                .bind(mailbox)
+                .bind(&from)
+                .bind(uid)
+                .execute(&mut *tx)
+                .await
+                .map_err(db(what))?;
+            }
             out.push(new);
         }
         tx.commit().await.map_err(db("commit"))?;
