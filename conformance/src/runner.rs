@@ -953,20 +953,12 @@ impl Run {
             &raw,
         )
         .await;
-        o.evidence.push(self.write_evidence(
-            &format!("{:02}-submit.transcript", index + 1),
-            transcript.as_bytes(),
-        ));
-        let err = last.error.clone();
-        self.last = Some(last);
-        if let Some(e) = err {
-            return StepOutcome {
-                status: Status::Failed,
-                message: Some(e),
-                ..o
-            };
-        }
-        o
+        self.sent(
+            o,
+            format!("{:02}-submit.transcript", index + 1),
+            last,
+            transcript,
+        )
     }
 
     async fn inject(&mut self, index: usize, i: &Inject) -> StepOutcome {
@@ -1169,10 +1161,25 @@ impl Run {
             &raw,
         ));
         let (last, transcript) = smtp_send(&addr, tls, None, &from, &to, &raw).await;
-        o.evidence.push(self.write_evidence(
-            &format!("{:02}-inject.transcript", index + 1),
-            transcript.as_bytes(),
-        ));
+        self.sent(
+            o,
+            format!("{:02}-inject.transcript", index + 1),
+            last,
+            transcript,
+        )
+    }
+
+    /// The end of a submit or inject step: the wire transcript as evidence, the SMTP outcome kept
+    /// for `expect_reply`, and the step failed when the session itself failed.
+    fn sent(
+        &mut self,
+        mut o: StepOutcome,
+        transcript_name: String,
+        last: LastSend,
+        transcript: String,
+    ) -> StepOutcome {
+        o.evidence
+            .push(self.write_evidence(&transcript_name, transcript.as_bytes()));
         let err = last.error.clone();
         self.last = Some(last);
         if let Some(e) = err {
