@@ -345,7 +345,7 @@ async fn b2_an_envelope_signed_with_a_revoked_certificate_becomes_an_anomaly() {
         "{:?}",
         a.iter().map(|m| &m.kind).collect::<Vec<_>>()
     );
-    // Without the CRL the same provider pair delivers (the flows above): the CRL made the difference.
+    // Bob holds the anomaly envelope and nothing else: no busta di trasporto was delivered.
     assert_eq!(t.mailbox(1, &bob).await.len(), 1);
 }
 
